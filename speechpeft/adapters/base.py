@@ -1,0 +1,199 @@
+"""The adapter registry and the wrapper that every adapter layer builds on.
+
+An adapter kind is a config dataclass plus a layer class, joined by one line::
+
+    register_adapter("s2lora", S2LoRAConfig, S2LoRALinear)
+
+A layer wraps a frozen ``nn.Linear`` (kept as ``base_layer``, PEFT's name) and adds ``delta(x)``:
+``y = base_layer(x) + delta(x)``. Everything kind-specific (its parameters, how it is stored,
+what happens after an optimizer step) lives on the layer class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import AdapterFileError, SpeechPeftError
+
+Targets = str | tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AdapterKind:
+    name: str
+    config_cls: type
+    layer_cls: type[AdapterLayer]
+
+
+_KINDS: dict[str, AdapterKind] = {}
+
+
+def register_adapter(kind: str, config_cls: type, layer_cls: type[AdapterLayer]) -> None:
+    """Make an adapter kind known to ``inject``, ``save_adapter`` and ``load_adapter``.
+
+    Raises:
+        ValueError: ``kind`` is already registered with different classes.
+    """
+    known = _KINDS.get(kind)
+    if known is not None and (known.config_cls, known.layer_cls) != (config_cls, layer_cls):
+        raise ValueError(f"adapter kind {kind!r} is already registered to {known.config_cls.__name__}")
+    config_cls.kind = kind
+    layer_cls.kind = kind
+    _KINDS[kind] = AdapterKind(kind, config_cls, layer_cls)
+
+
+def adapter_kind(kind: str) -> AdapterKind:
+    """The registered kind called ``kind``.
+
+    Raises:
+        SpeechPeftError: no such kind; the message lists the known ones.
+    """
+    try:
+        return _KINDS[kind]
+    except KeyError:
+        raise SpeechPeftError(f"unknown adapter kind {kind!r}; known kinds: {', '.join(sorted(_KINDS))}") from None
+
+
+def kind_of(config: Any) -> AdapterKind:
+    """The registered kind whose config class ``config`` is an instance of.
+
+    Raises:
+        SpeechPeftError: ``config`` is not a registered adapter config.
+    """
+    for kind in _KINDS.values():
+        if type(config) is kind.config_cls:
+            return kind
+    raise SpeechPeftError(f"{type(config).__name__} is not a registered adapter config")
+
+
+def normalise_targets(targets: Any, owner: str) -> Targets:
+    """Targets as a config stores them: a regex string, or a tuple of exact names / suffixes."""
+    if isinstance(targets, str) and targets:
+        return targets
+    if isinstance(targets, (list, tuple)) and targets and all(isinstance(t, str) and t for t in targets):
+        return tuple(targets)
+    raise ValueError(f"{owner}.targets must be a regex string or a non-empty list of module names, got {targets!r}")
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    out = dataclasses.asdict(config)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def config_from_dict(config_cls: type, data: Mapping[str, Any], where: str) -> Any:
+    """Build ``config_cls`` from a dict read from a file, naming the file in every error.
+
+    Raises:
+        AdapterFileError: an unknown key, or a value the config rejects.
+    """
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise AdapterFileError(f"{where}: unknown {config_cls.__name__} key {unknown[0]!r}; valid keys: {', '.join(sorted(names))}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    try:
+        return config_cls(**values)
+    except (TypeError, ValueError) as e:
+        raise AdapterFileError(f"{where}: {e}") from None
+
+
+class AdapterLayer(nn.Module):
+    """A frozen ``nn.Linear`` plus a trainable delta: ``y = base_layer(x) + delta(x)``.
+
+    Subclasses implement ``delta``, ``delta_weight`` and the class-level storage hooks
+    ``state_for_save`` / ``load_saved``. ``merge`` folds ``delta_weight`` into the base weight.
+    """
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, base_layer: nn.Linear, config: Any):
+        super().__init__()
+        self.base_layer = base_layer
+        self.config = config
+        self.merged = False
+
+    @property
+    def in_features(self) -> int:
+        return self.base_layer.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base_layer.out_features
+
+    @property
+    def weight(self) -> torch.Tensor:
+        # Host code sometimes reads `proj.weight.dtype`; answer for the wrapped layer.
+        return self.base_layer.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base_layer(x)
+        if self.merged:
+            return y
+        return y + self.delta(x).to(y.dtype)
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        """The adapter's contribution for input ``x`` (..., in_features) -> (..., out_features)."""
+        raise NotImplementedError
+
+    def delta_weight(self) -> torch.Tensor:
+        """The dense weight update (out_features, in_features) that ``merge`` adds."""
+        raise NotImplementedError
+
+    def adapter_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """The trainable parameters of this layer (everything except ``base_layer``)."""
+        for name, p in self.named_parameters():
+            if not name.startswith("base_layer."):
+                yield name, p
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if not self.merged:
+            w = self.base_layer.weight
+            w += self.delta_weight().to(w.dtype)
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self.merged:
+            w = self.base_layer.weight
+            w -= self.delta_weight().to(w.dtype)
+            self.merged = False
+
+    def after_step(self, lr: float) -> None:
+        """Called by ``after_optimizer_step`` once per update; proximal kinds act here."""
+
+    # Storage: a kind decides its own tensor layout (LoRA uses PEFT's keys).
+    @classmethod
+    def state_for_save(cls, layers: Mapping[str, AdapterLayer], prune: bool) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    @classmethod
+    def load_saved(cls, layers: Mapping[str, AdapterLayer], tensors: Mapping[str, torch.Tensor], where: str) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def summarize(cls, tensors: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        """Kind-specific facts for ``speechpeft adapters inspect`` (e.g. sparsity)."""
+        return {}
+
+
+def adapter_dtype(base_weight: torch.Tensor) -> torch.dtype:
+    """Adapters are fp32 unless the base is fp64: tiny low-rank factors lose too much in fp16/bf16."""
+    return torch.float64 if base_weight.dtype == torch.float64 else torch.float32
+
+
+def expect_tensor(tensors: Mapping[str, torch.Tensor], key: str, shape: tuple[int, ...] | None, where: str) -> torch.Tensor:
+    """``tensors[key]`` with the given shape, or a one-line error naming the file and key."""
+    t = tensors.get(key)
+    if t is None:
+        raise AdapterFileError(f"{where}: missing tensor {key!r}")
+    if shape is not None and tuple(t.shape) != tuple(shape):
+        raise AdapterFileError(f"{where}: tensor {key!r} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+    return t

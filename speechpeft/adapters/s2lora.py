@@ -1,0 +1,175 @@
+"""S2-LoRA, Sparsely Shared LoRA (Liu et al., ICASSP 2024), for child-speech Whisper adaptation.
+
+All targeted matrices of the same shape, across all layers, share one low-rank basis pair
+(A: r×d_in, B: d_out×r). Each matrix m owns only a coefficient vector λ_m ∈ R^r:
+
+    ΔW_m = B · diag(λ_m) · A · (alpha / rank)
+
+An L1 penalty keeps the λ sparse. It is applied SoRA-style as a proximal soft-threshold after each
+optimizer update (``after_step(lr)``: λ ← sign(λ)·max(|λ| − lr·l1, 0)), which produces exact zeros
+where a subgradient penalty would only jitter around them. Ranks that are zero in every matrix of
+a basis are pruned when the adapter is saved.
+
+Initialisation: λ = 0 gives ΔW = 0, while A and B are random so ∂L/∂λ_i = s · b_iᵀ G a_i ≠ 0 from
+the first step. (Zeroing B instead, as LoRA does, would leave λ without gradient.)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .base import AdapterLayer, Targets, adapter_dtype, expect_tensor, normalise_targets, register_adapter
+
+BASIS_PREFIX = "s2lora.basis."
+
+
+@dataclass(frozen=True)
+class S2LoRAConfig:
+    rank: int = 32  # width of each shared basis; sparse λ decide how much of it each matrix uses
+    alpha: float = 32.0  # scaling = alpha / rank, as in LoRA
+    l1: float = 1e-4  # proximal L1 strength on λ: threshold lr·l1 after each step; < 1, see below
+    dropout: float = 0.0  # applied to the input of A
+    targets: Targets = "attn"  # the paper adapts all attention projections
+
+    def __post_init__(self):
+        if not isinstance(self.rank, int) or self.rank < 1:
+            raise ValueError(f"S2LoRAConfig.rank must be a positive integer, got {self.rank!r}")
+        if not isinstance(self.alpha, (int, float)) or self.alpha <= 0:
+            raise ValueError(f"S2LoRAConfig.alpha must be positive, got {self.alpha!r}")
+        # λ starts at 0 and Adam's first step moves it by about lr, so a threshold lr·l1 >= lr
+        # would keep every λ at zero for ever.
+        if not isinstance(self.l1, (int, float)) or not 0 <= self.l1 < 1:
+            raise ValueError(f"S2LoRAConfig.l1 must be in [0, 1) (threshold lr·l1 must stay below Adam's step), got {self.l1!r}")
+        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"S2LoRAConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        object.__setattr__(self, "targets", normalise_targets(self.targets, "S2LoRAConfig"))
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.rank
+
+
+class S2LoRABasis(nn.Module):
+    """One shared basis pair for every targeted matrix of shape (d_out, d_in)."""
+
+    def __init__(self, d_in: int, d_out: int, rank: int, like: torch.Tensor):
+        super().__init__()
+        where = dict(device=like.device, dtype=adapter_dtype(like))
+        self.A = nn.Parameter(torch.empty(rank, d_in, **where))
+        self.B = nn.Parameter(torch.empty(d_out, rank, **where))
+        nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))  # bound 1/sqrt(d_in)
+        nn.init.kaiming_uniform_(self.B, a=math.sqrt(5))  # bound 1/sqrt(rank)
+
+
+def basis_key(d_out: int, d_in: int) -> str:
+    return f"{d_out}x{d_in}"
+
+
+class S2LoRALinear(AdapterLayer):
+    """``y = W x + s · B ((A dropout(x)) ⊙ λ)`` with (A, B) shared by every matrix of this shape."""
+
+    def __init__(self, base_layer: nn.Linear, config: S2LoRAConfig, shared: dict):
+        super().__init__(base_layer, config)
+        key = basis_key(self.out_features, self.in_features)
+        if key not in shared:
+            shared[key] = S2LoRABasis(self.in_features, self.out_features, config.rank, base_layer.weight)
+        self.basis = shared[key]  # the same module object in every layer of this shape
+        self.basis_key = key
+        self.lam = nn.Parameter(torch.zeros(config.rank, device=base_layer.weight.device, dtype=self.basis.A.dtype))
+        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.scaling = config.scaling
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.dropout(x.to(self.basis.A.dtype)) @ self.basis.A.t()  # (..., r)
+        return (h * self.lam) @ self.basis.B.t() * self.scaling  # (..., d_out)
+
+    def delta_weight(self) -> torch.Tensor:
+        return (self.basis.B * self.lam) @ self.basis.A * self.scaling  # (d_out, r)·(r, d_in)
+
+    @torch.no_grad()
+    def after_step(self, lr: float) -> None:
+        threshold = lr * self.config.l1
+        if threshold > 0:
+            lam = self.lam
+            lam.copy_(lam.sign() * (lam.abs() - threshold).clamp_min(0))
+
+    @classmethod
+    def state_for_save(cls, layers: Mapping[str, AdapterLayer], prune: bool) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for key, (basis, members) in _groups(layers).items():
+            lams = torch.stack([layer.lam.detach() for layer in members.values()])  # (M, r)
+            keep = (lams != 0).any(dim=0) if prune else torch.ones(lams.shape[1], dtype=torch.bool, device=lams.device)
+            out[f"{BASIS_PREFIX}{key}.A"] = basis.A.detach()[keep]  # (r', d_in)
+            out[f"{BASIS_PREFIX}{key}.B"] = basis.B.detach()[:, keep]  # (d_out, r')
+            for name, layer in members.items():
+                out[f"{name}.lam"] = layer.lam.detach()[keep]  # (r',)
+        return out
+
+    @classmethod
+    @torch.no_grad()
+    def load_saved(cls, layers: Mapping[str, AdapterLayer], tensors: Mapping[str, torch.Tensor], where: str) -> None:
+        for key, (basis, members) in _groups(layers).items():
+            a = expect_tensor(tensors, f"{BASIS_PREFIX}{key}.A", None, where)
+            rank = a.shape[0] if a.dim() == 2 else -1
+            a = expect_tensor(tensors, f"{BASIS_PREFIX}{key}.A", (rank, basis.A.shape[1]), where)
+            b = expect_tensor(tensors, f"{BASIS_PREFIX}{key}.B", (basis.B.shape[0], rank), where)
+            _assign(basis, "A", a)
+            _assign(basis, "B", b)
+            for name, layer in members.items():
+                _assign(layer, "lam", expect_tensor(tensors, f"{name}.lam", (rank,), where))
+
+    @classmethod
+    def summarize(cls, tensors: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        return sparsity_of(tensors)
+
+
+def _groups(layers: Mapping[str, AdapterLayer]) -> dict[str, tuple[S2LoRABasis, dict[str, S2LoRALinear]]]:
+    groups: dict[str, tuple[S2LoRABasis, dict[str, S2LoRALinear]]] = {}
+    for name in sorted(layers):
+        layer = layers[name]
+        groups.setdefault(layer.basis_key, (layer.basis, {}))[1][name] = layer
+    return groups
+
+
+def _assign(module: nn.Module, attr: str, value: torch.Tensor) -> None:
+    """Copy in place when the shape matches (optimizers keep their references); else replace."""
+    current = getattr(module, attr)
+    if current.shape == value.shape:
+        current.copy_(value)
+    else:  # a pruned file has a smaller rank than the freshly injected basis
+        new = nn.Parameter(value.to(device=current.device, dtype=current.dtype).clone(), requires_grad=current.requires_grad)
+        setattr(module, attr, new)
+
+
+def sparsity_of(tensors: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """Zero fraction of all λ entries and, per basis, the ranks still used by some matrix."""
+    lams = {k: t for k, t in tensors.items() if k.endswith(".lam") and not k.startswith(BASIS_PREFIX)}
+    total = sum(t.numel() for t in lams.values())
+    zeros = sum(int((t == 0).sum()) for t in lams.values())
+    bases = {}
+    for k, a in tensors.items():
+        if k.startswith(BASIS_PREFIX) and k.endswith(".A"):
+            bases[k[len(BASIS_PREFIX) : -2]] = a.shape[0]
+    return {
+        "lambda_entries": total,
+        "lambda_zero": zeros,
+        "zero_fraction": zeros / total if total else 1.0,
+        "basis_ranks": bases,
+    }
+
+
+def s2lora_sparsity(model: nn.Module) -> dict[str, Any]:
+    """Sparsity of the S2-LoRA coefficients in a live model, plus the ranks pruning would keep."""
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, S2LoRALinear)}
+    stats = sparsity_of(S2LoRALinear.state_for_save(layers, prune=False))
+    stats["active_ranks"] = sparsity_of(S2LoRALinear.state_for_save(layers, prune=True))["basis_ranks"]
+    return stats
+
+
+register_adapter("s2lora", S2LoRAConfig, S2LoRALinear)

@@ -1,0 +1,184 @@
+"""The Whisper host: loading, target presets, the training loss and a short-form transcribe helper.
+
+Works on transformers' ``WhisperForConditionalGeneration`` with adapters attached or not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..adapters import inject, register_presets
+from ..errors import SpeechPeftError
+
+_ATTN = r"(model\.)?(encoder\.layers\.\d+\.self_attn|decoder\.layers\.\d+\.(self_attn|encoder_attn))"
+PRESETS = {
+    # q/k/v/out of encoder self-, decoder self- and cross-attention
+    "attn": _ATTN + r"\.(q_proj|k_proj|v_proj|out_proj)",
+    # the LoRA paper's choice: queries and values only
+    "attn_qv": _ATTN + r"\.(q_proj|v_proj)",
+    # every linear layer of every block; not proj_out, which is tied to the token embeddings
+    "all_linear": r"(model\.)?(encoder|decoder)\.layers\.\d+\.((self_attn|encoder_attn)\.(q_proj|k_proj|v_proj|out_proj)|fc1|fc2)",
+}
+register_presets("whisper", PRESETS)
+
+SAMPLING_RATE = 16_000
+MAX_SECONDS = 30.0
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class WhisperHost:
+    """A Whisper model with its processor (None for tiny test models built from a config)."""
+
+    model: nn.Module
+    processor: Any = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.model.encoder.conv1.weight.dtype
+
+    def inject(self, config: Any) -> list[str]:
+        """Inject an adapter; ``config.targets`` may name a preset (attn, attn_qv, all_linear)."""
+        return inject(self.model, config)
+
+    # --- training --------------------------------------------------------------------------
+
+    def features(self, arrays: Sequence[np.ndarray], sampling_rate: int = SAMPLING_RATE) -> torch.Tensor:
+        """Log-mel features (B, n_mels, frames), padded to Whisper's 30 s window.
+
+        Raises:
+            SpeechPeftError: an array is empty, not 1-D, non-finite, longer than 30 s, or at
+                another sampling rate than the model's.
+        """
+        fe = self._processor().feature_extractor
+        if sampling_rate != fe.sampling_rate:
+            raise SpeechPeftError(f"audio is at {sampling_rate} Hz but the model expects {fe.sampling_rate} Hz; resample first")
+        for i, a in enumerate(arrays):
+            _check_audio(a, i, sampling_rate)
+        out = fe([np.asarray(a, dtype=np.float32) for a in arrays], sampling_rate=sampling_rate, return_tensors="pt")
+        return out.input_features.to(self.device, self.dtype)
+
+    def labels(self, texts: Sequence[str], language: str | None, task: str = "transcribe") -> torch.Tensor:
+        """Target token ids (B, L): Whisper's prefix tokens, the text, end-of-text; -100 pads.
+
+        The decoder-start token is left out: the model prepends it when shifting labels right.
+        """
+        tok = self._processor().tokenizer
+        tok.set_prefix_tokens(language=_language_code(language) if language else None, task=task, predict_timestamps=False)
+        ids = tok(list(texts)).input_ids
+        start = self.model.config.decoder_start_token_id
+        ids = [seq[1:] if seq and seq[0] == start else seq for seq in ids]
+        out = torch.full((len(ids), max(map(len, ids))), -100, dtype=torch.long)
+        for i, seq in enumerate(ids):
+            out[i, : len(seq)] = torch.tensor(seq)
+        return out.to(self.device)
+
+    def batch(self, arrays: Sequence[np.ndarray], texts: Sequence[str], language: str | None, task: str = "transcribe") -> dict[str, torch.Tensor]:
+        """A training batch: ``input_features`` and ``labels``."""
+        return {"input_features": self.features(arrays), "labels": self.labels(texts, language, task)}
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean token cross-entropy of ``batch["labels"]`` given ``batch["input_features"]``."""
+        out = self.model(input_features=batch["input_features"], labels=batch["labels"])
+        return out.loss
+
+    # --- decoding --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def transcribe(
+        self,
+        arrays: Sequence[np.ndarray],
+        language: str | None = None,
+        task: str = "transcribe",
+        beam: int = 1,
+        sampling_rate: int = SAMPLING_RATE,
+        batch_size: int = 8,
+    ) -> list[str]:
+        """Transcribe (or translate) short utterances (≤ 30 s each); adapters stay active.
+
+        ``language`` (a code such as ``"zh"`` or a name such as ``"chinese"``) is forced through
+        ``generate(language=...)``, the current transformers way; None lets Whisper detect it.
+
+        Raises:
+            SpeechPeftError: bad audio (see ``features``), unknown language or task, beam < 1.
+        """
+        if task not in ("transcribe", "translate"):
+            raise SpeechPeftError(f"task must be 'transcribe' or 'translate', got {task!r}")
+        if beam < 1:
+            raise SpeechPeftError(f"beam must be >= 1, got {beam}")
+        kwargs: dict[str, Any] = {"task": task, "num_beams": beam, "do_sample": False}
+        if language:
+            kwargs["language"] = _language_code(language)
+        was_training = self.model.training
+        self.model.eval()
+        texts: list[str] = []
+        try:
+            for start in range(0, len(arrays), batch_size):
+                feats = self.features(arrays[start : start + batch_size], sampling_rate)
+                ids = self.model.generate(input_features=feats, **kwargs)
+                texts += [t.strip() for t in self._processor().batch_decode(ids, skip_special_tokens=True)]
+        finally:
+            self.model.train(was_training)
+        return texts
+
+    def _processor(self) -> Any:
+        if self.processor is None:
+            raise SpeechPeftError("this Whisper host has no processor (a model built from a config); load one by hub id or path")
+        return self.processor
+
+
+def _check_audio(a: np.ndarray, index: int, sampling_rate: int) -> None:
+    a = np.asarray(a)
+    if a.ndim != 1:
+        raise SpeechPeftError(f"audio #{index} must be mono (1-D), got shape {a.shape}")
+    if a.size == 0:
+        raise SpeechPeftError(f"audio #{index} is empty")
+    if not np.isfinite(a).all():
+        raise SpeechPeftError(f"audio #{index} holds NaN or inf samples")
+    if a.size > MAX_SECONDS * sampling_rate:
+        raise SpeechPeftError(f"audio #{index} is {a.size / sampling_rate:.1f} s; this helper decodes ≤ {MAX_SECONDS:.0f} s (long-form goes through `speechpeft transcribe`)")
+
+
+def _language_code(language: str) -> str:
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+
+    key = language.strip().lower().strip("<|>")
+    if key in LANGUAGES:
+        return key
+    if key in TO_LANGUAGE_CODE:
+        return TO_LANGUAGE_CODE[key]
+    raise SpeechPeftError(f"unknown Whisper language {language!r}; use a code such as 'en' or 'zh', or a name such as 'chinese'")
+
+
+def load_whisper(name_or_path: str = "openai/whisper-base", device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> WhisperHost:
+    """Load a Whisper model and processor by hub id or local path.
+
+    ``dtype`` defaults to float32 (on CPU, fp16 is ~3.5x slower; on GPU, train with autocast).
+
+    Raises:
+        SpeechPeftError: the model cannot be found (offline and not cached, or a bad path).
+    """
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    device = torch.device(device) if device is not None else default_device()
+    try:
+        model = WhisperForConditionalGeneration.from_pretrained(name_or_path, dtype=dtype or torch.float32)
+        processor = WhisperProcessor.from_pretrained(name_or_path)
+    except (OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise SpeechPeftError(f"cannot load Whisper model {name_or_path!r}: {first}") from None
+    model.to(device).eval()
+    return WhisperHost(model, processor)

@@ -1,0 +1,53 @@
+"""WhisperHost input checks and presets, without the real model."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import WhisperFeatureExtractor
+
+from speechpeft import S2LoRAConfig
+from speechpeft.errors import SpeechPeftError
+from speechpeft.models.whisper import WhisperHost
+
+
+class Processor:
+    feature_extractor = WhisperFeatureExtractor(feature_size=80)
+
+
+@pytest.mark.parametrize(
+    "audio, message",
+    [
+        (np.zeros(0, dtype=np.float32), "audio #0 is empty"),
+        (np.full(1600, np.nan, dtype=np.float32), "NaN or inf"),
+        (np.zeros((2, 1600), dtype=np.float32), "must be mono"),
+        (np.zeros(31 * 16000, dtype=np.float32), "31.0 s"),
+    ],
+)
+def test_bad_audio_is_a_one_line_error(tiny_whisper, audio, message):
+    host = WhisperHost(tiny_whisper(), Processor())
+    with pytest.raises(SpeechPeftError, match=message) as e:
+        host.features([audio])
+    assert "\n" not in str(e.value)
+
+
+def test_other_sampling_rate_and_missing_processor_are_clear(tiny_whisper):
+    host = WhisperHost(tiny_whisper(), Processor())
+    with pytest.raises(SpeechPeftError, match="44100 Hz but the model expects 16000 Hz"):
+        host.features([np.zeros(100, dtype=np.float32)], sampling_rate=44100)
+    with pytest.raises(SpeechPeftError, match="no processor"):
+        WhisperHost(tiny_whisper()).transcribe([np.zeros(100, dtype=np.float32)])
+
+
+def test_features_are_log_mel_on_the_model_device(tiny_whisper):
+    host = WhisperHost(tiny_whisper(), Processor())
+    feats = host.features([np.random.default_rng(0).standard_normal(8000).astype(np.float32)] * 2)
+    assert feats.shape == (2, 80, 3000) and feats.dtype == torch.float32
+
+
+def test_host_inject_resolves_presets_and_loss_is_differentiable(tiny_whisper, tiny_batch):
+    host = WhisperHost(tiny_whisper())
+    names = host.inject(S2LoRAConfig(rank=4, targets="attn_qv"))
+    assert len(names) == 12
+    loss = host.loss(tiny_batch)
+    loss.backward()
+    assert torch.isfinite(loss)
