@@ -29,10 +29,21 @@ def tiny_whisper_config(**overrides):
     from transformers import WhisperConfig
 
     values = dict(
-        vocab_size=96, d_model=64, encoder_layers=2, decoder_layers=2,
-        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128,
-        num_mel_bins=80, max_source_positions=50, max_target_positions=32,  # 100 mel frames = 1 s
-        pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=3,
+        vocab_size=96,
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        num_mel_bins=80,
+        max_source_positions=50,
+        max_target_positions=32,  # 100 mel frames = 1 s
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=3,
     )
     values.update(overrides)
     return WhisperConfig(**values)

@@ -96,7 +96,9 @@ def config_from_dict(config_cls: type, data: Mapping[str, Any], where: str) -> A
     names = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise AdapterFileError(f"{where}: unknown {config_cls.__name__} key {unknown[0]!r}; valid keys: {', '.join(sorted(names))}")
+        raise AdapterFileError(
+            f"{where}: unknown {config_cls.__name__} key {unknown[0]!r}; valid keys: {', '.join(sorted(names))}"
+        )
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
     try:
         return config_cls(**values)
@@ -189,7 +191,9 @@ def adapter_dtype(base_weight: torch.Tensor) -> torch.dtype:
     return torch.float64 if base_weight.dtype == torch.float64 else torch.float32
 
 
-def expect_tensor(tensors: Mapping[str, torch.Tensor], key: str, shape: tuple[int, ...] | None, where: str) -> torch.Tensor:
+def expect_tensor(
+    tensors: Mapping[str, torch.Tensor], key: str, shape: tuple[int, ...] | None, where: str
+) -> torch.Tensor:
     """``tensors[key]`` with the given shape, or a one-line error naming the file and key."""
     t = tensors.get(key)
     if t is None:

@@ -59,7 +59,9 @@ def match_targets(model: nn.Module, targets: Targets) -> list[str]:
             (names if isinstance(module, nn.Linear) else wrong).append(name)
     if wrong:
         kinds = type(model.get_submodule(wrong[0])).__name__
-        raise TargetError(f"targets {targets!r} ({how}) select {wrong[0]!r} ({kinds}), which is not nn.Linear; narrow the pattern")
+        raise TargetError(
+            f"targets {targets!r} ({how}) select {wrong[0]!r} ({kinds}), which is not nn.Linear; narrow the pattern"
+        )
     if not names:
         raise TargetError(_no_match_message(model, targets, how, presets))
     return names

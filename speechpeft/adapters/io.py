@@ -62,7 +62,9 @@ def save_adapter(model: nn.Module, path: str | Path, prune: bool = True) -> Path
         raise SpeechPeftError("save_adapter: the model holds no adapter")
     first = next(iter(layers.values()))
     kind = adapter_kind(first.kind)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in kind.layer_cls.state_for_save(layers, prune).items()}
+    tensors = {
+        k: v.detach().to("cpu").contiguous().clone() for k, v in kind.layer_cls.state_for_save(layers, prune).items()
+    }
     targets = describe_targets(model, list(layers))
     counts = count_parameters(model)
     record = {
@@ -73,7 +75,11 @@ def save_adapter(model: nn.Module, path: str | Path, prune: bool = True) -> Path
         "model_type": getattr(getattr(model, "config", None), "model_type", None),
         "targets": {n: list(s) for n, s in targets.items()},
         "fingerprint": fingerprint(model, list(layers)),
-        "parameters": {"base": counts["base"], "trainable": counts["adapter"], "stored": sum(t.numel() for t in tensors.values())},
+        "parameters": {
+            "base": counts["base"],
+            "trainable": counts["adapter"],
+            "stored": sum(t.numel() for t in tensors.values()),
+        },
         "tensors_sha256": tensors_sha256(tensors),
     }
     path = Path(path)
@@ -105,7 +111,9 @@ def load_adapter(model: nn.Module, path: str | Path, check_base: bool = True) ->
     present = adapter_layers(model)
     if present:
         if sorted(present) != names or next(iter(present.values())).kind != af.kind:
-            raise SpeechPeftError(f"{af.path}: the model already holds a different adapter; unload_adapter(model) first")
+            raise SpeechPeftError(
+                f"{af.path}: the model already holds a different adapter; unload_adapter(model) first"
+            )
     else:
         inject(model, dataclasses.replace(af.config, targets=tuple(names)))
     layers = adapter_layers(model)
@@ -113,7 +121,9 @@ def load_adapter(model: nn.Module, path: str | Path, check_base: bool = True) ->
     adapter_kind(af.kind).layer_cls.load_saved(layers, af.tensors, where)
     extra = sorted(set(af.tensors) - set(adapter_kind(af.kind).layer_cls.state_for_save(layers, prune=False)))
     if extra:
-        raise AdapterFileError(f"{where}: unexpected tensor {extra[0]!r} (not part of a {af.kind} adapter on these modules)")
+        raise AdapterFileError(
+            f"{where}: unexpected tensor {extra[0]!r} (not part of a {af.kind} adapter on these modules)"
+        )
     return list(layers)
 
 
@@ -136,7 +146,9 @@ def read_adapter(path: str | Path) -> AdapterFile:
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for truncation and bad headers
-        raise AdapterFileError(f"{weights}: not a readable safetensors file, truncated or corrupt ({_first_line(e)})") from None
+        raise AdapterFileError(
+            f"{weights}: not a readable safetensors file, truncated or corrupt ({_first_line(e)})"
+        ) from None
     if "speechpeft" not in metadata:
         return _read_peft(path, tensors)
     where = str(weights)
@@ -145,7 +157,9 @@ def read_adapter(path: str | Path) -> AdapterFile:
     except json.JSONDecodeError as e:
         raise AdapterFileError(f"{where}: the speechpeft record in the header is not valid JSON ({e})") from None
     if _field(record, "tensors_sha256", where) != tensors_sha256(tensors):
-        raise AdapterFileError(f"{where}: tensors do not match the checksum recorded when the file was saved (tampered or corrupt)")
+        raise AdapterFileError(
+            f"{where}: tensors do not match the checksum recorded when the file was saved (tampered or corrupt)"
+        )
     kind = adapter_kind(_field(record, "kind", where))
     config = config_from_dict(kind.config_cls, _field(record, "config", where), where)
     targets = {n: (int(s[0]), int(s[1])) for n, s in _field(record, "targets", where).items()}
@@ -157,7 +171,9 @@ def _read_peft(path: Path, tensors: dict[str, torch.Tensor]) -> AdapterFile:
     where = str(path / CONFIG)
     data = read_json(path / CONFIG)
     if data.get("peft_type") != "LORA":
-        raise AdapterFileError(f"{where}: not a speechpeft adapter, and PEFT type {data.get('peft_type')!r} is not supported (only LORA)")
+        raise AdapterFileError(
+            f"{where}: not a speechpeft adapter, and PEFT type {data.get('peft_type')!r} is not supported (only LORA)"
+        )
     try:
         config = config_from_peft(data, where)
     except (KeyError, TypeError, ValueError) as e:
@@ -267,14 +283,21 @@ def _check_structure(model: nn.Module, af: AdapterFile) -> None:
     bad = [n for n, shape in af.targets.items() if have.get(n) != shape]
     if bad:
         fp = fingerprint(model, list(af.targets))
-        raise _mismatch(model, af, fp, f"{len(bad)} of {len(af.targets)} target modules are missing or shaped differently, e.g. {bad[0]!r}")
+        raise _mismatch(
+            model,
+            af,
+            fp,
+            f"{len(bad)} of {len(af.targets)} target modules are missing or shaped differently, e.g. {bad[0]!r}",
+        )
 
 
 def _check_weights(model: nn.Module, af: AdapterFile) -> None:
     fp = fingerprint(model, list(af.targets))
-    recorded = af.record["fingerprint"]  # names and shapes were checked by _check_structure
-    far = [i for i, (a, b) in enumerate(zip(fp["probe"], recorded.get("probe", []))) if not math.isclose(a, b, rel_tol=PROBE_RTOL, abs_tol=1e-8)]
-    if far or len(fp["probe"]) != len(recorded.get("probe", [])):
+    recorded = af.record["fingerprint"].get("probe", [])  # names and shapes: see _check_structure
+    same = len(fp["probe"]) == len(recorded) and all(
+        math.isclose(a, b, rel_tol=PROBE_RTOL, abs_tol=1e-8) for a, b in zip(fp["probe"], recorded, strict=True)
+    )
+    if not same:
         raise _mismatch(model, af, fp, "same module layout, different weights (pass check_base=False to load anyway)")
 
 

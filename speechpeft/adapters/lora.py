@@ -108,7 +108,14 @@ def peft_config(config: LoRAConfig, target_names: list[str], base_model: str | N
 
 
 # PEFT options that change the maths; a file that sets any of them is not plain LoRA.
-_UNSUPPORTED_PEFT = {"use_dora": False, "use_rslora": False, "fan_in_fan_out": False, "bias": "none", "rank_pattern": {}, "alpha_pattern": {}}
+_UNSUPPORTED_PEFT = {
+    "use_dora": False,
+    "use_rslora": False,
+    "fan_in_fan_out": False,
+    "bias": "none",
+    "rank_pattern": {},
+    "alpha_pattern": {},
+}
 
 
 def config_from_peft(data: Mapping[str, Any], where: str) -> LoRAConfig:
@@ -122,7 +129,12 @@ def config_from_peft(data: Mapping[str, Any], where: str) -> LoRAConfig:
             raise ValueError(f"{where}: PEFT option {key}={data[key]!r} is not supported (only plain LoRA is)")
     if data.get("modules_to_save"):
         raise ValueError(f"{where}: PEFT option modules_to_save={data['modules_to_save']!r} is not supported")
-    return LoRAConfig(rank=int(data["r"]), alpha=float(data["lora_alpha"]), dropout=float(data.get("lora_dropout") or 0.0), targets=".*")
+    return LoRAConfig(
+        rank=int(data["r"]),
+        alpha=float(data["lora_alpha"]),
+        dropout=float(data.get("lora_dropout") or 0.0),
+        targets=".*",
+    )
 
 
 register_adapter("lora", LoRAConfig, LoRALinear)

@@ -45,7 +45,9 @@ class S2LoRAConfig:
         # λ starts at 0 and Adam's first step moves it by about lr, so a threshold lr·l1 >= lr
         # would keep every λ at zero for ever.
         if not isinstance(self.l1, (int, float)) or not 0 <= self.l1 < 1:
-            raise ValueError(f"S2LoRAConfig.l1 must be in [0, 1) (threshold lr·l1 must stay below Adam's step), got {self.l1!r}")
+            raise ValueError(
+                f"S2LoRAConfig.l1 must be in [0, 1) (threshold lr·l1 must stay below Adam's step), got {self.l1!r}"
+            )
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"S2LoRAConfig.dropout must be in [0, 1), got {self.dropout!r}")
         object.__setattr__(self, "targets", normalise_targets(self.targets, "S2LoRAConfig"))
@@ -143,7 +145,9 @@ def _assign(module: nn.Module, attr: str, value: torch.Tensor) -> None:
     if current.shape == value.shape:
         current.copy_(value)
     else:  # a pruned file has a smaller rank than the freshly injected basis
-        new = nn.Parameter(value.to(device=current.device, dtype=current.dtype).clone(), requires_grad=current.requires_grad)
+        new = nn.Parameter(
+            value.to(device=current.device, dtype=current.dtype).clone(), requires_grad=current.requires_grad
+        )
         setattr(module, attr, new)
 
 

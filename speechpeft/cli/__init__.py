@@ -10,7 +10,9 @@ from . import adapters
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="speechpeft", description="Adapt pretrained speech models with tiny adapters.")
+    parser = argparse.ArgumentParser(
+        prog="speechpeft", description="Adapt pretrained speech models with tiny adapters."
+    )
     parser.add_argument("--version", action="version", version=f"speechpeft {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     adapters.add_parser(sub)

@@ -15,7 +15,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cmds = p.add_subparsers(dest="adapters_command", required=True, metavar="ACTION")
 
     new = cmds.add_parser("new", help="inject a fresh (untrained) adapter into a model and save it")
-    new.add_argument("--model", default="openai/whisper-base", help="Whisper hub id or local path (default: %(default)s)")
+    new.add_argument(
+        "--model", default="openai/whisper-base", help="Whisper hub id or local path (default: %(default)s)"
+    )
     new.add_argument("--kind", default="s2lora", help="adapter kind: lora or s2lora (default: %(default)s)")
     new.add_argument("--targets", help="preset (attn, attn_qv, all_linear) or regex; default: the kind's")
     new.add_argument("--rank", type=int, help="adapter rank; default: the kind's")
@@ -36,7 +38,9 @@ def run_new(args: argparse.Namespace) -> int:
     from ..models import load_whisper
 
     kind = adapter_kind(args.kind)
-    overrides = {k: v for k, v in (("targets", args.targets), ("rank", args.rank), ("alpha", args.alpha)) if v is not None}
+    overrides = {
+        k: v for k, v in (("targets", args.targets), ("rank", args.rank), ("alpha", args.alpha)) if v is not None
+    }
     try:
         config = kind.config_cls(**overrides)
     except ValueError as e:
@@ -62,17 +66,23 @@ def format_summary(s: dict[str, Any]) -> str:
     lines = [
         f"adapter    {s['path']}",
         f"kind       {s['kind']} ({cfg})",
-        f"base       {s['base_model'] or 'unnamed model'}" + (f" (fingerprint {s['fingerprint']})" if s["fingerprint"] else ""),
+        f"base       {s['base_model'] or 'unnamed model'}"
+        + (f" (fingerprint {s['fingerprint']})" if s["fingerprint"] else ""),
         f"targets    {s['targets']['count']} nn.Linear modules",
     ]
     lines += [f"             {pattern}  x{n}" for pattern, n in s["targets"]["groups"].items()]
-    share = f" = {100 * params['trainable'] / params['base']:.3f} % of the base's {params['base']:,}" if params.get("base") else ""
+    share = (
+        f" = {100 * params['trainable'] / params['base']:.3f} % of the base's {params['base']:,}"
+        if params.get("base")
+        else ""
+    )
     lines.append(f"trainable  {params['trainable']:,} parameters{share}")
     lines.append(f"stored     {params['stored']:,} parameters in adapter_model.safetensors")
     d = s["details"]
     if "zero_fraction" in d:
         ranks = ", ".join(f"{k}: {r}" for k, r in d["basis_ranks"].items())
-        lines.append(f"sparsity   {100 * d['zero_fraction']:.1f} % of λ entries are zero ({d['lambda_zero']:,} of {d['lambda_entries']:,})")
+        zero = f"{d['lambda_zero']:,} of {d['lambda_entries']:,}"
+        lines.append(f"sparsity   {100 * d['zero_fraction']:.1f} % of λ entries are zero ({zero})")
         lines.append(f"bases      stored rank per shared basis (d_out x d_in): {ranks}")
     if "ranks" in d:
         lines.append(f"ranks      {', '.join(map(str, d['ranks']))}")

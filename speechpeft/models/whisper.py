@@ -16,6 +16,7 @@ from torch import nn
 from ..adapters import inject, register_presets
 from ..errors import SpeechPeftError
 
+_BLOCK = r"(model\.)?(encoder|decoder)\.layers\.\d+\."
 _ATTN = r"(model\.)?(encoder\.layers\.\d+\.self_attn|decoder\.layers\.\d+\.(self_attn|encoder_attn))"
 PRESETS = {
     # q/k/v/out of encoder self-, decoder self- and cross-attention
@@ -23,7 +24,7 @@ PRESETS = {
     # the LoRA paper's choice: queries and values only
     "attn_qv": _ATTN + r"\.(q_proj|v_proj)",
     # every linear layer of every block; not proj_out, which is tied to the token embeddings
-    "all_linear": r"(model\.)?(encoder|decoder)\.layers\.\d+\.((self_attn|encoder_attn)\.(q_proj|k_proj|v_proj|out_proj)|fc1|fc2)",
+    "all_linear": _BLOCK + r"((self_attn|encoder_attn)\.(q_proj|k_proj|v_proj|out_proj)|fc1|fc2)",
 }
 register_presets("whisper", PRESETS)
 
@@ -65,7 +66,9 @@ class WhisperHost:
         """
         fe = self._processor().feature_extractor
         if sampling_rate != fe.sampling_rate:
-            raise SpeechPeftError(f"audio is at {sampling_rate} Hz but the model expects {fe.sampling_rate} Hz; resample first")
+            raise SpeechPeftError(
+                f"audio is at {sampling_rate} Hz but the model expects {fe.sampling_rate} Hz; resample first"
+            )
         for i, a in enumerate(arrays):
             _check_audio(a, i, sampling_rate)
         out = fe([np.asarray(a, dtype=np.float32) for a in arrays], sampling_rate=sampling_rate, return_tensors="pt")
@@ -77,7 +80,9 @@ class WhisperHost:
         The decoder-start token is left out: the model prepends it when shifting labels right.
         """
         tok = self._processor().tokenizer
-        tok.set_prefix_tokens(language=_language_code(language) if language else None, task=task, predict_timestamps=False)
+        tok.set_prefix_tokens(
+            language=_language_code(language) if language else None, task=task, predict_timestamps=False
+        )
         ids = tok(list(texts)).input_ids
         start = self.model.config.decoder_start_token_id
         ids = [seq[1:] if seq and seq[0] == start else seq for seq in ids]
@@ -86,7 +91,9 @@ class WhisperHost:
             out[i, : len(seq)] = torch.tensor(seq)
         return out.to(self.device)
 
-    def batch(self, arrays: Sequence[np.ndarray], texts: Sequence[str], language: str | None, task: str = "transcribe") -> dict[str, torch.Tensor]:
+    def batch(
+        self, arrays: Sequence[np.ndarray], texts: Sequence[str], language: str | None, task: str = "transcribe"
+    ) -> dict[str, torch.Tensor]:
         """A training batch: ``input_features`` and ``labels``."""
         return {"input_features": self.features(arrays), "labels": self.labels(texts, language, task)}
 
@@ -136,7 +143,9 @@ class WhisperHost:
 
     def _processor(self) -> Any:
         if self.processor is None:
-            raise SpeechPeftError("this Whisper host has no processor (a model built from a config); load one by hub id or path")
+            raise SpeechPeftError(
+                "this Whisper host has no processor (a model built from a config); load one by hub id or path"
+            )
         return self.processor
 
 
@@ -149,7 +158,10 @@ def _check_audio(a: np.ndarray, index: int, sampling_rate: int) -> None:
     if not np.isfinite(a).all():
         raise SpeechPeftError(f"audio #{index} holds NaN or inf samples")
     if a.size > MAX_SECONDS * sampling_rate:
-        raise SpeechPeftError(f"audio #{index} is {a.size / sampling_rate:.1f} s; this helper decodes ≤ {MAX_SECONDS:.0f} s (long-form goes through `speechpeft transcribe`)")
+        raise SpeechPeftError(
+            f"audio #{index} is {a.size / sampling_rate:.1f} s; this helper decodes ≤ {MAX_SECONDS:.0f} s "
+            "(long-form goes through `speechpeft transcribe`)"
+        )
 
 
 def _language_code(language: str) -> str:
@@ -160,10 +172,16 @@ def _language_code(language: str) -> str:
         return key
     if key in TO_LANGUAGE_CODE:
         return TO_LANGUAGE_CODE[key]
-    raise SpeechPeftError(f"unknown Whisper language {language!r}; use a code such as 'en' or 'zh', or a name such as 'chinese'")
+    raise SpeechPeftError(
+        f"unknown Whisper language {language!r}; use a code such as 'en' or 'zh', or a name such as 'chinese'"
+    )
 
 
-def load_whisper(name_or_path: str = "openai/whisper-base", device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> WhisperHost:
+def load_whisper(
+    name_or_path: str = "openai/whisper-base",
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> WhisperHost:
     """Load a Whisper model and processor by hub id or local path.
 
     ``dtype`` defaults to float32 (on CPU, fp16 is ~3.5x slower; on GPU, train with autocast).

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from speechpeft import LoRAConfig, adapter_layers, S2LoRAConfig, inject, load_adapter, read_adapter, save_adapter
+from speechpeft import LoRAConfig, S2LoRAConfig, adapter_layers, inject, load_adapter, read_adapter, save_adapter
 from speechpeft.cli import main
 from speechpeft.errors import AdapterFileError, BaseMismatchError
 
@@ -37,7 +37,10 @@ def test_record_holds_kind_config_base_and_fingerprint(tiny_whisper, tmp_path):
     assert rec["targets"]["model.encoder.layers.0.self_attn.q_proj"] == [64, 64]
     on_disk = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert on_disk["speechpeft_kind"] == "s2lora" and on_disk["rank"] == 4
-    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
 
 
 def test_other_architecture_is_refused_naming_both_bases(tiny_whisper, tmp_path):
@@ -96,7 +99,13 @@ def test_missing_directory_file_instead_of_directory_and_empty_directory(tmp_pat
 def test_foreign_peft_file_with_nan_or_bad_json_is_refused(tmp_path):
     d = tmp_path / "peft"
     d.mkdir()
-    save_file({"base_model.model.x.lora_A.weight": torch.full((2, 4), float("nan")), "base_model.model.x.lora_B.weight": torch.zeros(4, 2)}, str(d / "adapter_model.safetensors"))
+    save_file(
+        {
+            "base_model.model.x.lora_A.weight": torch.full((2, 4), float("nan")),
+            "base_model.model.x.lora_B.weight": torch.zeros(4, 2),
+        },
+        str(d / "adapter_model.safetensors"),
+    )
     (d / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 2,\n "lora_alpha": 4,,}')
     with pytest.raises(AdapterFileError) as e:
         read_adapter(d)

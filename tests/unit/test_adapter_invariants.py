@@ -5,7 +5,17 @@ import copy
 import pytest
 import torch
 
-from speechpeft import LoRAConfig, S2LoRAConfig, adapter_layers, inject, load_adapter, merge_adapter, save_adapter, unload_adapter, unmerge_adapter
+from speechpeft import (
+    LoRAConfig,
+    S2LoRAConfig,
+    adapter_layers,
+    inject,
+    load_adapter,
+    merge_adapter,
+    save_adapter,
+    unload_adapter,
+    unmerge_adapter,
+)
 from speechpeft.adapters import adapter_parameters
 
 CASES = {

@@ -4,7 +4,17 @@ import copy
 
 import torch
 
-from speechpeft import S2LoRAConfig, adapter_layers, after_optimizer_step, count_parameters, inject, load_adapter, read_adapter, s2lora_sparsity, save_adapter
+from speechpeft import (
+    S2LoRAConfig,
+    adapter_layers,
+    after_optimizer_step,
+    count_parameters,
+    inject,
+    load_adapter,
+    read_adapter,
+    s2lora_sparsity,
+    save_adapter,
+)
 from speechpeft.adapters.s2lora import BASIS_PREFIX
 
 
