@@ -90,3 +90,11 @@ def whisper_base():
     from speechpeft import load_whisper
 
     return load_whisper(REAL_MODEL, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper_dir(tmp_path_factory):
+    """A saved tiny Whisper with tokenizer and generation config: loadable by path like a real one."""
+    from tiny import make_tiny_whisper_dir
+
+    return make_tiny_whisper_dir(tmp_path_factory.mktemp("tiny-whisper"))

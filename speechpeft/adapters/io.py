@@ -49,10 +49,12 @@ class AdapterFile:
     record: dict[str, Any] | None  # None for a foreign PEFT directory
 
 
-def save_adapter(model: nn.Module, path: str | Path, prune: bool = True) -> Path:
+def save_adapter(model: nn.Module, path: str | Path, prune: bool = True, extra: dict[str, Any] | None = None) -> Path:
     """Write the model's adapter to directory ``path`` (created if needed), atomically per file.
 
-    ``prune`` drops S2-LoRA ranks that are zero in every matrix; LoRA ignores it.
+    ``prune`` drops S2-LoRA ranks that are zero in every matrix; LoRA ignores it. ``extra``
+    (JSON values) is stored in the record under ``"host"``, e.g. the encoder window it was
+    trained with.
 
     Raises:
         SpeechPeftError: the model holds no adapter.
@@ -81,6 +83,7 @@ def save_adapter(model: nn.Module, path: str | Path, prune: bool = True) -> Path
             "stored": sum(t.numel() for t in tensors.values()),
         },
         "tensors_sha256": tensors_sha256(tensors),
+        "host": dict(extra or {}),
     }
     path = Path(path)
     meta = {"format": "pt", "speechpeft": json.dumps(record)}

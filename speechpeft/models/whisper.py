@@ -5,8 +5,9 @@ Works on transformers' ``WhisperForConditionalGeneration`` with adapters attache
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,8 +29,19 @@ PRESETS = {
 }
 register_presets("whisper", PRESETS)
 
+
+class _DropLengthNotice(logging.Filter):
+    """transformers warns on every call that max_new_tokens overrides the config's max_length;
+    that is exactly what `transcribe(max_new_tokens=...)` asks for."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "seem to have been set" not in record.getMessage()
+
+
+logging.getLogger("transformers.generation.utils").addFilter(_DropLengthNotice())
+
 SAMPLING_RATE = 16_000
-MAX_SECONDS = 30.0
+POSITIONS_PER_SECOND = 50  # one encoder position per 2 mel frames of 10 ms
 
 
 def default_device() -> torch.device:
@@ -42,6 +54,7 @@ class WhisperHost:
 
     model: nn.Module
     processor: Any = None
+    _full_positions: torch.Tensor | None = field(default=None, repr=False)  # kept by set_window
 
     @property
     def device(self) -> torch.device:
@@ -51,6 +64,36 @@ class WhisperHost:
     def dtype(self) -> torch.dtype:
         return self.model.model.encoder.conv1.weight.dtype
 
+    @property
+    def window_seconds(self) -> float:
+        """The encoder window: 30 s for Whisper as trained, less in short-window mode."""
+        return self.model.config.max_source_positions / POSITIONS_PER_SECOND
+
+    def set_window(self, seconds: float) -> None:
+        """Use an encoder window of ``seconds`` (≤ the model's own) for training and decoding.
+
+        Whisper pads every input to 30 s; for short utterances most encoder work is padding. A
+        shorter window slices the encoder's positional embeddings and pads mel features to match.
+        The model was pre-trained on 30 s only, so measure accuracy before relying on it.
+
+        Raises:
+            SpeechPeftError: ``seconds`` is not positive or exceeds the model's original window.
+        """
+        enc = self.model.model.encoder
+        if self._full_positions is None:
+            self._full_positions = enc.embed_positions.weight.detach().clone()
+        full, d_model = self._full_positions.shape
+        positions = int(round(seconds * POSITIONS_PER_SECOND))
+        if not 0 < positions <= full:
+            raise SpeechPeftError(f"window_seconds must be in (0, {full / POSITIONS_PER_SECOND:g}], got {seconds!r}")
+        table = nn.Embedding(positions, d_model, device=self._full_positions.device, dtype=self._full_positions.dtype)
+        with torch.no_grad():
+            table.weight.copy_(self._full_positions[:positions])  # (positions, d_model)
+        table.requires_grad_(False)
+        enc.embed_positions = table
+        enc.max_source_positions = positions
+        self.model.config.max_source_positions = positions  # the encoder checks mel length against it
+
     def inject(self, config: Any) -> list[str]:
         """Inject an adapter; ``config.targets`` may name a preset (attn, attn_qv, all_linear)."""
         return inject(self.model, config)
@@ -58,7 +101,7 @@ class WhisperHost:
     # --- training --------------------------------------------------------------------------
 
     def features(self, arrays: Sequence[np.ndarray], sampling_rate: int = SAMPLING_RATE) -> torch.Tensor:
-        """Log-mel features (B, n_mels, frames), padded to Whisper's 30 s window.
+        """Log-mel features (B, n_mels, frames), padded to the encoder window (30 s unless set).
 
         Raises:
             SpeechPeftError: an array is empty, not 1-D, non-finite, longer than 30 s, or at
@@ -69,9 +112,12 @@ class WhisperHost:
             raise SpeechPeftError(
                 f"audio is at {sampling_rate} Hz but the model expects {fe.sampling_rate} Hz; resample first"
             )
+        window = self.window_seconds
         for i, a in enumerate(arrays):
-            _check_audio(a, i, sampling_rate)
-        out = fe([np.asarray(a, dtype=np.float32) for a in arrays], sampling_rate=sampling_rate, return_tensors="pt")
+            _check_audio(a, i, sampling_rate, window)
+        samples = int(round(window * sampling_rate))
+        arrays = [np.asarray(a, dtype=np.float32) for a in arrays]
+        out = fe(arrays, sampling_rate=sampling_rate, return_tensors="pt", padding="max_length", max_length=samples)
         return out.input_features.to(self.device, self.dtype)
 
     def labels(self, texts: Sequence[str], language: str | None, task: str = "transcribe") -> torch.Tensor:
@@ -113,11 +159,14 @@ class WhisperHost:
         beam: int = 1,
         sampling_rate: int = SAMPLING_RATE,
         batch_size: int = 8,
+        max_new_tokens: int | None = None,
     ) -> list[str]:
         """Transcribe (or translate) short utterances (≤ 30 s each); adapters stay active.
 
         ``language`` (a code such as ``"zh"`` or a name such as ``"chinese"``) is forced through
         ``generate(language=...)``, the current transformers way; None lets Whisper detect it.
+        ``max_new_tokens`` caps each output (None: the model's limit), which bounds the cost of
+        the repetition loops an unadapted model can fall into.
 
         Raises:
             SpeechPeftError: bad audio (see ``features``), unknown language or task, beam < 1.
@@ -127,6 +176,8 @@ class WhisperHost:
         if beam < 1:
             raise SpeechPeftError(f"beam must be >= 1, got {beam}")
         kwargs: dict[str, Any] = {"task": task, "num_beams": beam, "do_sample": False}
+        if max_new_tokens is not None:
+            kwargs["max_new_tokens"] = max_new_tokens
         if language:
             kwargs["language"] = _language_code(language)
         was_training = self.model.training
@@ -149,7 +200,7 @@ class WhisperHost:
         return self.processor
 
 
-def _check_audio(a: np.ndarray, index: int, sampling_rate: int) -> None:
+def _check_audio(a: np.ndarray, index: int, sampling_rate: int, window: float) -> None:
     a = np.asarray(a)
     if a.ndim != 1:
         raise SpeechPeftError(f"audio #{index} must be mono (1-D), got shape {a.shape}")
@@ -157,9 +208,9 @@ def _check_audio(a: np.ndarray, index: int, sampling_rate: int) -> None:
         raise SpeechPeftError(f"audio #{index} is empty")
     if not np.isfinite(a).all():
         raise SpeechPeftError(f"audio #{index} holds NaN or inf samples")
-    if a.size > MAX_SECONDS * sampling_rate:
+    if a.size > window * sampling_rate:
         raise SpeechPeftError(
-            f"audio #{index} is {a.size / sampling_rate:.1f} s; this helper decodes ≤ {MAX_SECONDS:.0f} s "
+            f"audio #{index} is {a.size / sampling_rate:.1f} s, longer than the {window:g} s encoder window "
             "(long-form goes through `speechpeft transcribe`)"
         )
 

@@ -29,6 +29,8 @@ def layer_of(module: str) -> str:
     parts = module.split(".")
     if len(parts) == 1:
         return "api"
+    if parts[1] == "__main__":  # `python -m speechpeft` is the command line
+        return "cli"
     return "base" if parts[1] in BASE_MODULES else parts[1]
 
 

@@ -41,7 +41,7 @@ def test_other_sampling_rate_and_missing_processor_are_clear(tiny_whisper):
 def test_features_are_log_mel_on_the_model_device(tiny_whisper):
     host = WhisperHost(tiny_whisper(), Processor())
     feats = host.features([np.random.default_rng(0).standard_normal(8000).astype(np.float32)] * 2)
-    assert feats.shape == (2, 80, 3000) and feats.dtype == torch.float32
+    assert feats.shape == (2, 80, 100) and feats.dtype == torch.float32  # padded to the model's 1 s window
 
 
 def test_host_inject_resolves_presets_and_loss_is_differentiable(tiny_whisper, tiny_batch):
@@ -51,3 +51,30 @@ def test_host_inject_resolves_presets_and_loss_is_differentiable(tiny_whisper, t
     loss = host.loss(tiny_batch)
     loss.backward()
     assert torch.isfinite(loss)
+
+
+def test_short_window_slices_positions_pads_features_and_restores(tiny_whisper_dir):
+    from speechpeft import load_whisper
+
+    host = load_whisper(str(tiny_whisper_dir), device="cpu")
+    audio = [np.random.default_rng(1).standard_normal(24_000).astype(np.float32) * 0.1]  # 1.5 s
+    full = host.features(audio)
+    assert host.window_seconds == 3 and full.shape == (1, 80, 300)
+    with torch.no_grad():
+        before = host.model(input_features=full, decoder_input_ids=torch.tensor([[257, 259]])).logits
+    table = host.model.model.encoder.embed_positions.weight.detach().clone()
+
+    host.set_window(1)
+    short = host.features([audio[0][:8000]])
+    assert short.shape == (1, 80, 100) and host.window_seconds == 1
+    assert torch.equal(host.model.model.encoder.embed_positions.weight, table[:50])
+    assert len(host.transcribe([audio[0][:8000]], language="zh", max_new_tokens=4)) == 1
+    with pytest.raises(SpeechPeftError, match="longer than the 1 s encoder window"):
+        host.features(audio)
+
+    host.set_window(3)
+    with torch.no_grad():
+        after = host.model(input_features=host.features(audio), decoder_input_ids=torch.tensor([[257, 259]])).logits
+    assert torch.equal(after, before)
+    with pytest.raises(SpeechPeftError, match=r"window_seconds must be in \(0, 3\]"):
+        host.set_window(4)

@@ -1,0 +1,7 @@
+"""``python -m speechpeft`` = the ``speechpeft`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

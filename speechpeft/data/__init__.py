@@ -1,0 +1,16 @@
+"""Data: manifests, audio loading, batching. Imports no model code."""
+
+from .audio import AudioError, check_audio_file, load_audio
+from .batching import bucketed_batches, sorted_batches
+from .manifest import ManifestError, Utterance, read_manifest
+
+__all__ = [
+    "AudioError",
+    "ManifestError",
+    "Utterance",
+    "bucketed_batches",
+    "check_audio_file",
+    "load_audio",
+    "read_manifest",
+    "sorted_batches",
+]

@@ -1,0 +1,82 @@
+"""JSONL manifests: one utterance per line, validated with file:line in every error.
+
+Fields: ``audio_filepath`` (relative to the manifest's folder, or absolute), ``text``,
+``duration`` (seconds), and optional ``language`` and ``speaker``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import SpeechPeftError
+
+
+class ManifestError(SpeechPeftError):
+    """A manifest line is malformed or misses a required field."""
+
+
+@dataclass(frozen=True)
+class Utterance:
+    audio: Path  # absolute
+    text: str
+    duration: float
+    language: str | None = None
+    speaker: str | None = None
+    where: str = ""  # "manifest.jsonl:LINE", for errors about this entry
+
+
+REQUIRED = ("audio_filepath", "text", "duration")
+KNOWN = set(REQUIRED) | {"language", "speaker", "adapter"}
+
+
+def read_manifest(path: str | Path) -> list[Utterance]:
+    """Every utterance of a JSONL manifest; blank lines are skipped.
+
+    Raises:
+        ManifestError: the file is missing or empty, or a line is not a JSON object, lacks a
+            required field, or has a field of the wrong type.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest '{path}' does not exist" if not path.exists() else f"'{path}' is not a file")
+    out = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if line.strip():
+                out.append(_parse(line, f"{path}:{lineno}", path.parent))
+    if not out:
+        raise ManifestError(f"manifest '{path}' holds no utterances")
+    return out
+
+
+def _parse(line: str, where: str, folder: Path) -> Utterance:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ManifestError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(row, dict):
+        raise ManifestError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    for key in REQUIRED:
+        if key not in row:
+            raise ManifestError(f"{where}: missing required field {key!r}")
+    if not isinstance(row["audio_filepath"], str) or not row["audio_filepath"]:
+        raise ManifestError(f"{where}: 'audio_filepath' must be a non-empty string")
+    if not isinstance(row["text"], str):
+        raise ManifestError(f"{where}: 'text' must be a string, got {type(row['text']).__name__}")
+    dur = row["duration"]
+    if isinstance(dur, bool) or not isinstance(dur, (int, float)) or dur <= 0:
+        raise ManifestError(f"{where}: 'duration' must be a positive number of seconds, got {dur!r}")
+    for key in ("language", "speaker"):
+        if row.get(key) is not None and not isinstance(row[key], str):
+            raise ManifestError(f"{where}: {key!r} must be a string")
+    audio = Path(row["audio_filepath"])
+    return Utterance(
+        audio=audio if audio.is_absolute() else (folder / audio).resolve(),
+        text=row["text"],
+        duration=float(dur),
+        language=row.get("language"),
+        speaker=row.get("speaker"),
+        where=where,
+    )

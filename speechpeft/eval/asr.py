@@ -1,0 +1,51 @@
+"""Decode a manifest's utterances with a Whisper host and score them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..data import Utterance, load_audio, sorted_batches
+from .metrics import ErrorRate, error_rate
+from .normalise import Normaliser
+
+PROMPT_TOKENS = 4  # <|startoftranscript|><|lang|><|task|><|notimestamps|>
+
+
+def transcribe_utterances(
+    host: Any,
+    utts: Sequence[Utterance],
+    language: str | None,
+    beam: int = 1,
+    batch_size: int = 16,
+    max_tokens_per_second: float = 12.0,
+    desc: str = "decode",
+    progress: bool = True,
+) -> list[str]:
+    """Hypotheses for ``utts`` in their order, decoded longest-first in batches.
+
+    Each batch may emit at most ``16 + max_tokens_per_second x longest duration`` tokens, which
+    bounds repetition loops without touching normal output.
+    """
+    rate = host.processor.feature_extractor.sampling_rate
+    limit = host.model.config.max_target_positions - PROMPT_TOKENS
+    window = host.window_seconds
+    hyps: list[str] = [""] * len(utts)
+    total = sum(u.duration for u in utts)
+    fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]"
+    with tqdm(total=total, desc=desc, bar_format=fmt, disable=not progress, leave=False) as bar:
+        for batch in sorted_batches(utts, batch_size):
+            arrays = [load_audio(utts[i].audio, rate, utts[i].where, max_seconds=window) for i in batch]
+            cap = min(limit, int(16 + max_tokens_per_second * max(len(a) for a in arrays) / rate))
+            texts = host.transcribe(arrays, language=language, beam=beam, batch_size=len(batch), max_new_tokens=cap)
+            for i, text in zip(batch, texts, strict=True):
+                hyps[i] = text
+            bar.update(sum(utts[i].duration for i in batch))
+    return hyps
+
+
+def score_utterances(utts: Sequence[Utterance], hyps: Sequence[str], metric: str, normalise: Normaliser) -> ErrorRate:
+    """Corpus-pooled error rate of ``hyps`` against the utterances' texts."""
+    return error_rate([u.text for u in utts], hyps, metric, normalise)

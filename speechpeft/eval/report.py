@@ -1,0 +1,93 @@
+"""Run artefacts people look at: ``curves.png`` (loss and dev error by step) and ``report.md``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..fs import atomic_write, atomic_write_text
+
+
+def write_curves(rows: list[dict[str, Any]], path: Path, metric: str, title: str) -> Path:
+    """Training loss (raw and smoothed) and dev ``metric`` against the update step (0 = before)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [r for r in rows if r.get("event") == "train"]
+    dev = [r for r in rows if r.get("event") == "dev"]
+    fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(11, 4))
+    steps = [r["step"] for r in train]
+    losses = [r["loss"] for r in train]
+    ax_loss.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=0.8, label="per update")
+    if len(losses) >= 5:
+        ax_loss.plot(steps, _ema(losses, 0.9), color="tab:blue", label="smoothed (EMA 0.9)")
+    ax_loss.set(xlabel="update", ylabel="train loss (token cross-entropy)", title="training loss")
+    ax_loss.legend()
+    ax_loss.grid(alpha=0.3)
+    if dev:
+        ax_dev.plot([r["step"] for r in dev], [r[metric] for r in dev], marker="o", color="tab:red")
+        best = min(dev, key=lambda r: r[metric])
+        ax_dev.annotate(
+            f"best {best[metric]:.3f}", (best["step"], best[metric]), textcoords="offset points", xytext=(0, 8)
+        )
+    ax_dev.set(xlabel="update", ylabel=f"dev {metric.upper()}", title=f"dev {metric.upper()} (lower is better)")
+    ax_dev.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return path
+
+
+def _ema(values: list[float], beta: float) -> list[float]:
+    out, acc = [], values[0]
+    for v in values:
+        acc = beta * acc + (1 - beta) * v
+        out.append(acc)
+    return out
+
+
+def write_report(path: Path, info: dict[str, Any]) -> Path:
+    """``report.md`` from the run's facts (see ``speechpeft.train.loop`` for the keys)."""
+    m = info["metric"].upper()
+    zero, adapted = info["zero_shot"], info["adapted"]
+    rel = adapted["rate"] / zero["rate"] if zero["rate"] else float("nan")
+    share = 100 * info["trainable"] / info["base_parameters"]
+    lines = [
+        f"# {info['name']}: {info['model']} + {info['adapter_kind']}",
+        "",
+        f"**Data:** {info['data_description']}",
+        "",
+        f"| test set ({info['test_utterances']} utterances) | {m} | S | D | I | reference units |",
+        "|---|---|---|---|---|---|",
+        _row(f"zero-shot ({info['zero_shot_window']:g} s window)", zero),
+        _row(f"adapted (best dev, update {info['best_step']}; {info['window_seconds']:g} s window)", adapted),
+        "",
+        f"Adapted {m} is **{100 * rel:.1f} %** of zero-shot {m}.",
+    ]
+    for extra in info.get("extra_metrics", []):
+        lines.append(f"{extra['label']}: zero-shot {extra['zero']:.4f}, adapted {extra['adapted']:.4f}.")
+    lines += [
+        "",
+        "| | |",
+        "|---|---|",
+        f"| trainable parameters | {info['trainable']:,} ({share:.3f} % of {info['base_parameters']:,}) |",
+        f"| stored in the adapter file | {info['stored']:,} |",
+        f"| updates x batch | {info['steps']} x {info['batch']} |",
+        f"| training wall time | {info['train_seconds'] / 60:.1f} min |",
+        f"| total wall time | {info['total_seconds'] / 60:.1f} min |",
+        f"| machine | {info['machine']} |",
+        f"| decoding | {info['decoding']} |",
+        f"| normaliser | {info['normaliser']} |",
+    ]
+    if info.get("sparsity") is not None:
+        lines.append(f"| S2-LoRA λ sparsity | {100 * info['sparsity']:.1f} % zero |")
+    lines += ["", "![curves](curves.png)", ""]
+    return atomic_write_text(path, "\n".join(lines))
+
+
+def _row(label: str, r: dict[str, Any]) -> str:
+    counts = " | ".join(str(r[k]) for k in ("substitutions", "deletions", "insertions", "reference_units"))
+    return f"| {label} | {r['rate']:.4f} | {counts} |"

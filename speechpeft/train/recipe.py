@@ -1,0 +1,224 @@
+"""Recipes: YAML values checked against a typed schema, with ``key=value`` overrides.
+
+A recipe has five sections (model, adapter, data, train, eval). Unknown keys and wrong types are
+one-line errors that name the key and the nearest valid ones. Relative data paths are resolved
+against the recipe file's folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
+
+from ..adapters import LoRAConfig, S2LoRAConfig
+from ..errors import SpeechPeftError
+from ..eval.normalise import NORMALISERS
+
+
+class RecipeError(SpeechPeftError):
+    """A recipe cannot be found, parsed or validated."""
+
+
+def _check(ok: bool, key: str, message: str, value: Any) -> None:
+    if not ok:
+        raise RecipeError(f"{key} {message}, got {value!r}")
+
+
+@dataclass
+class ModelSection:
+    name: str = "openai/whisper-base"  # hub id or local path
+    window_seconds: float = 30.0  # encoder window; below 30 s is short-window mode (faster, measure CER)
+    device: str = "auto"  # auto (cuda if available), cpu or cuda
+
+    def __post_init__(self):
+        _check(0 < self.window_seconds <= 30, "model.window_seconds", "must be in (0, 30]", self.window_seconds)
+        _check(self.device in ("auto", "cpu", "cuda"), "model.device", "must be auto, cpu or cuda", self.device)
+
+
+@dataclass
+class AdapterSection:
+    kind: str = "s2lora"  # lora or s2lora
+    targets: str = "attn"  # preset (attn, attn_qv, all_linear) or regex over module names
+    rank: int = 32
+    alpha: float = 32.0  # scaling = alpha / rank
+    dropout: float = 0.0
+    l1: float = 1e-4  # s2lora only: proximal L1 strength on the coefficients
+
+    def __post_init__(self):
+        _check(self.kind in ("lora", "s2lora"), "adapter.kind", "must be lora or s2lora", self.kind)
+        try:
+            self.config()
+        except ValueError as e:  # the config names the field; say it the recipe's way
+            raise RecipeError(f"adapter: {e}".replace("LoRAConfig.", "").replace("S2", "")) from None
+
+    def config(self) -> LoRAConfig | S2LoRAConfig:
+        common = dict(rank=self.rank, alpha=self.alpha, dropout=self.dropout, targets=self.targets)
+        return S2LoRAConfig(l1=self.l1, **common) if self.kind == "s2lora" else LoRAConfig(**common)
+
+
+@dataclass
+class DataSection:
+    train: str = MISSING  # JSONL manifests, relative to the recipe file or absolute
+    dev: str = MISSING
+    test: str = MISSING
+    description: str = ""  # one line for reports
+    synthetic: bool = False  # reports and plots then say the results are on synthetic speech
+
+
+@dataclass
+class TrainSection:
+    lr: float = 1e-3  # peak AdamW learning rate
+    max_steps: int = 300  # optimizer updates
+    batch_size: int = 8  # utterances per micro-batch
+    grad_accum: int = 1  # micro-batches per update
+    warmup_steps: int = 20  # linear warm-up, then linear decay to 0 at max_steps
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0  # gradient clipping; 0 disables
+    eval_every: int = 100  # dev evaluation (and best-adapter selection) every N updates
+    checkpoint_every: int = 50  # resumable checkpoint every N updates
+    dev_max_utterances: int = 0  # 0 = the whole dev set
+    seed: int = 0
+    precision: str = "auto"  # auto: fp32 on CPU, bf16 autocast on CUDA; or fp32, bf16
+
+    def __post_init__(self):
+        _check(self.lr > 0, "train.lr", "must be > 0", self.lr)
+        for key in ("max_steps", "batch_size", "grad_accum", "eval_every", "checkpoint_every"):
+            _check(getattr(self, key) >= 1, f"train.{key}", "must be >= 1", getattr(self, key))
+        for key in ("warmup_steps", "weight_decay", "max_grad_norm", "dev_max_utterances"):
+            _check(getattr(self, key) >= 0, f"train.{key}", "must be >= 0", getattr(self, key))
+        _check(
+            self.precision in ("auto", "fp32", "bf16"), "train.precision", "must be auto, fp32 or bf16", self.precision
+        )
+
+
+@dataclass
+class EvalSection:
+    language: str = "zh"  # Whisper language token for training labels and decoding
+    normaliser: str = "zh_chars"  # zh_chars, whisper_en, basic or none
+    metric: str = "cer"  # cer or wer
+    beam: int = 1  # 1 = greedy
+    batch_size: int = 16
+    max_tokens_per_second: float = 12.0  # decoding cap: 16 + this x utterance seconds
+
+    def __post_init__(self):
+        _check(
+            self.normaliser in NORMALISERS,
+            "eval.normaliser",
+            f"must be one of {', '.join(NORMALISERS)}",
+            self.normaliser,
+        )
+        _check(self.metric in ("cer", "wer"), "eval.metric", "must be cer or wer", self.metric)
+        _check(self.beam >= 1, "eval.beam", "must be >= 1", self.beam)
+        _check(self.batch_size >= 1, "eval.batch_size", "must be >= 1", self.batch_size)
+        _check(self.max_tokens_per_second > 0, "eval.max_tokens_per_second", "must be > 0", self.max_tokens_per_second)
+
+
+@dataclass
+class Recipe:
+    name: str = MISSING  # run name: output goes to <output_dir>/<name>/
+    output_dir: str = "runs"
+    model: ModelSection = field(default_factory=ModelSection)
+    adapter: AdapterSection = field(default_factory=AdapterSection)
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+
+
+def recipe_dirs() -> list[Path]:
+    """Where recipe names are looked up: ./recipes, then the recipes shipped beside the package."""
+    shipped = Path(__file__).resolve().parents[2] / "recipes"
+    return list(dict.fromkeys([Path.cwd() / "recipes", shipped]))
+
+
+def list_recipes() -> dict[str, Path]:
+    """Recipe name -> file, from every recipe folder (earlier folders win)."""
+    found: dict[str, Path] = {}
+    for folder in recipe_dirs():
+        for path in sorted(folder.rglob("*.yaml")) if folder.is_dir() else []:
+            found.setdefault(path.stem, path)
+    return found
+
+
+def find_recipe(name_or_path: str) -> Path:
+    """A recipe file by path or by name.
+
+    Raises:
+        RecipeError: no such file or name; the message lists the known names.
+    """
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise RecipeError(f"recipe file '{path}' does not exist")
+        return path
+    known = list_recipes()
+    if name_or_path not in known:
+        near = difflib.get_close_matches(name_or_path, known, n=3)
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        raise RecipeError(f"unknown recipe {name_or_path!r}; available: {', '.join(sorted(known)) or '(none)'}{hint}")
+    return known[name_or_path]
+
+
+def load_recipe(name_or_path: str, overrides: list[str] = ()) -> Recipe:
+    """Load, override (``section.key=value``), validate and resolve a recipe.
+
+    Raises:
+        RecipeError: unknown name, bad YAML, unknown key, wrong type, invalid or missing value.
+    """
+    path = find_recipe(name_or_path)
+    try:
+        raw = OmegaConf.load(path)
+    except Exception as e:  # yaml's errors carry line and column
+        raise RecipeError(f"{path}: invalid YAML ({' '.join(str(e).split())})") from None
+    cfg = _merge(OmegaConf.structured(Recipe), raw, str(path))
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if not sep or not key:
+            raise RecipeError(f"override {item!r} must look like section.key=value")
+        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override {item!r}")
+    try:
+        recipe = OmegaConf.to_object(cfg)
+    except MissingMandatoryValue as e:
+        raise RecipeError(f"{path}: {e.full_key} is required") from None
+    except RecipeError as e:
+        raise RecipeError(f"{path}: {e}") from None
+    for key in ("train", "dev", "test"):
+        value = Path(getattr(recipe.data, key))
+        setattr(recipe.data, key, str(value if value.is_absolute() else (path.parent / value).resolve()))
+    return recipe
+
+
+def _merge(base: Any, extra: Any, where: str) -> Any:
+    try:
+        return OmegaConf.merge(base, extra)
+    except ConfigKeyError as e:
+        key = e.full_key or str(e)
+        near = difflib.get_close_matches(key, _all_keys(Recipe), n=3, cutoff=0.5)
+        hint = f"; nearest valid keys: {', '.join(near)}" if near else f"; valid sections: {', '.join(_sections())}"
+        raise RecipeError(f"{where}: unknown recipe key {key!r}{hint}") from None
+    except ValidationError as e:
+        first = str(e).splitlines()[0]
+        raise RecipeError(f"{where}: bad value for {e.full_key!r} ({first})") from None
+    except OmegaConfBaseException as e:
+        raise RecipeError(f"{where}: {str(e).splitlines()[0]}") from None
+
+
+def _all_keys(cls: type, prefix: str = "") -> list[str]:
+    out = []
+    for f in fields(cls):
+        sub = f.default_factory if is_dataclass(f.default_factory) else None  # type: ignore[arg-type]
+        out += _all_keys(sub, f"{prefix}{f.name}.") if sub else [f"{prefix}{f.name}"]
+    return out
+
+
+def _sections() -> list[str]:
+    return [f.name for f in fields(Recipe)]
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    """The effective recipe (defaults filled in) as YAML."""
+    return OmegaConf.to_yaml(OmegaConf.structured(recipe))

@@ -1,0 +1,97 @@
+"""`speechpeft finetune` end to end on a tiny random Whisper and 8 utterances, in-process."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+from tiny import make_tiny_corpus, write_tiny_recipe
+
+from speechpeft.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path, tiny_whisper_dir):
+    corpus = make_tiny_corpus(tmp_path / "corpus")
+    return lambda **train: write_tiny_recipe(
+        tmp_path / "tiny.yaml", tiny_whisper_dir, corpus, tmp_path / "runs", **train
+    )
+
+
+def rows(run_dir, event):
+    lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return [r for r in map(json.loads, lines) if r["event"] == event]
+
+
+def test_finetune_cli_trains_loss_falls_and_writes_every_artefact(tiny_recipe, capsys):
+    recipe = tiny_recipe(max_steps=16, lr=3e-2)
+    assert main(["finetune", "--recipe", str(recipe), "--no-progress"]) == 0
+    assert "test CER: zero-shot" in capsys.readouterr().out
+    run = recipe.parent / "runs" / "tiny"
+    losses = [r["loss"] for r in rows(run, "train")]
+    assert len(losses) == 16
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.1
+    assert [r["step"] for r in rows(run, "dev")] == [0, 4, 8, 12, 16]
+    for name in ("adapter/adapter_model.safetensors", "metrics.jsonl", "curves.png", "report.md", "checkpoint.pt"):
+        assert (run / name).is_file(), name
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (run / "report.md").read_text(encoding="utf-8")
+    assert "SYNTHETIC" in report and "zero-shot" in report and "adapted" in report and "trainable parameters" in report
+    zero, test = rows(run, "zero_shot")[0], rows(run, "test")[0]
+    assert f"{zero['cer']:.4f}" in report and f"{test['cer']:.4f}" in report
+
+
+def test_existing_run_needs_resume_or_overwrite(tiny_recipe, capsys):
+    recipe = tiny_recipe(max_steps=2)
+    assert main(["finetune", "--recipe", str(recipe), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["finetune", "--recipe", str(recipe), "--no-progress"]) == 2
+    assert "already holds a run; pass --resume" in capsys.readouterr().err
+    assert main(["finetune", "--recipe", str(recipe), "--no-progress", "--overwrite"]) == 0
+
+
+def test_bad_audio_in_a_manifest_names_file_and_line(tiny_recipe, capsys):
+    recipe = tiny_recipe(max_steps=2)
+    manifest = recipe.parent / "corpus" / "all.jsonl"
+    (recipe.parent / "corpus" / "u3.flac").write_bytes(b"not audio at all" * 20)
+    assert main(["finetune", "--recipe", str(recipe), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"speechpeft: error: {manifest}:4: cannot decode") and "\n" not in err
+
+
+KILLER = """
+import os, signal, sys
+import speechpeft.train.loop as loop
+original = loop._update
+def update(run, *args):
+    if run.counters["step"] == int(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(run, *args)
+loop._update = update
+from speechpeft.cli import main
+sys.exit(main(["finetune", "--recipe", sys.argv[1], "--no-progress"]))
+"""
+
+
+def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_adapter(tiny_recipe, tmp_path):
+    recipe = tiny_recipe(max_steps=14, checkpoint_every=4, eval_every=3)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    killed = subprocess.run([sys.executable, "-c", KILLER, str(recipe), "10"], env=env, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    run = recipe.parent / "runs" / "tiny"
+    assert max(r["step"] for r in rows(run, "train")) == 10  # died mid-run, 2 updates after the last checkpoint
+    assert main(["finetune", "--recipe", str(recipe), "--no-progress", "--resume"]) == 0
+    resumed = load_file(run / "adapter" / "adapter_model.safetensors")
+    assert [r["step"] for r in rows(run, "train")] == list(range(1, 15))  # no duplicated or missing rows
+
+    assert main(["finetune", "--recipe", str(recipe), "--no-progress", "name=straight"]) == 0
+    straight = load_file(recipe.parent / "runs" / "straight" / "adapter" / "adapter_model.safetensors")
+    assert resumed.keys() == straight.keys() and resumed
+    for key in straight:
+        assert resumed[key].equal(straight[key]), key
