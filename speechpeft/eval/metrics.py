@@ -25,30 +25,62 @@ class ErrorRate:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Counts:
+    """One utterance's edit counts against its normalised reference."""
+
+    substitutions: int
+    deletions: int
+    insertions: int
+    reference_units: int
+
+    @property
+    def edits(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+
 def units(text: str, metric: str) -> list[str]:
     return list(text) if metric == "cer" else text.split()
 
 
-def error_rate(refs: Sequence[str], hyps: Sequence[str], metric: str, normalise: Normaliser) -> ErrorRate:
-    """Corpus-pooled CER or WER after normalising both sides.
+def utterance_counts(refs: Sequence[str], hyps: Sequence[str], metric: str, normalise: Normaliser) -> list[Counts]:
+    """Edit counts per utterance after normalising both sides.
 
-    A reference that normalises to nothing contributes its hypothesis' units as insertions
-    (jiwer refuses empty references).
+    A reference that normalises to nothing has N = 0 and counts its hypothesis' units as
+    insertions (jiwer refuses empty references).
 
     Raises:
-        SpeechPeftError: unknown metric, unequal lengths, or no reference units at all.
+        SpeechPeftError: unknown metric or unequal lengths.
     """
     if metric not in ("cer", "wer"):
         raise SpeechPeftError(f"metric must be 'cer' or 'wer', got {metric!r}")
     if len(refs) != len(hyps):
         raise SpeechPeftError(f"{len(refs)} references but {len(hyps)} hypotheses")
-    pairs = [(normalise(r), normalise(h)) for r, h in zip(refs, hyps, strict=True)]
-    scored = [(r, h) for r, h in pairs if units(r, metric)]
-    extra_ins = sum(len(units(h, metric)) for r, h in pairs if not units(r, metric))
-    if not scored:
+    process = jiwer.process_characters if metric == "cer" else jiwer.process_words
+    out = []
+    for ref, hyp in zip(refs, hyps, strict=True):
+        r, h = normalise(ref), normalise(hyp)
+        if not units(r, metric):
+            out.append(Counts(0, 0, len(units(h, metric)), 0))
+            continue
+        o = process(r, h)
+        out.append(Counts(o.substitutions, o.deletions, o.insertions, o.hits + o.substitutions + o.deletions))
+    return out
+
+
+def pooled(counts: Sequence[Counts], metric: str) -> ErrorRate:
+    """The corpus-pooled rate of per-utterance counts.
+
+    Raises:
+        SpeechPeftError: no reference has any unit.
+    """
+    n = sum(c.reference_units for c in counts)
+    if n == 0:
         raise SpeechPeftError("no reference has any characters or words after normalisation")
-    r, h = [p[0] for p in scored], [p[1] for p in scored]
-    out = jiwer.process_characters(r, h) if metric == "cer" else jiwer.process_words(r, h)
-    n = out.hits + out.substitutions + out.deletions
-    edits = out.substitutions + out.deletions + out.insertions + extra_ins
-    return ErrorRate(metric, edits / n, out.substitutions, out.deletions, out.insertions + extra_ins, n, len(pairs))
+    s, d, i = (sum(getattr(c, k) for c in counts) for k in ("substitutions", "deletions", "insertions"))
+    return ErrorRate(metric, (s + d + i) / n, s, d, i, n, len(counts))
+
+
+def error_rate(refs: Sequence[str], hyps: Sequence[str], metric: str, normalise: Normaliser) -> ErrorRate:
+    """Corpus-pooled CER or WER after normalising both sides (see ``utterance_counts``)."""
+    return pooled(utterance_counts(refs, hyps, metric, normalise), metric)

@@ -276,6 +276,9 @@ def _finish(run: Run, zero: dict[str, Any], adapted: dict[str, Any], total_secon
         "decoding": f"beam {ev.beam}, language {ev.language}, at most 16 + {ev.max_tokens_per_second:g} tokens/s",
         "normaliser": norm,
         "sparsity": s2lora_sparsity(run.host.model)["zero_fraction"] if r.adapter.kind == "s2lora" else None,
+        "extra_metrics": [{"label": "WER", "zero": zero["wer"], "adapted": adapted["wer"]}]
+        if ev.metric == "cer" and "wer" in zero
+        else [],
     }
     title = f"{r.name}: {r.model.name} + {r.adapter.kind}" + (" (synthetic data)" if r.data.synthetic else "")
     write_curves(run.log.rows(), run.dir / "curves.png", ev.metric, title)
