@@ -177,3 +177,26 @@ def s2lora_sparsity(model: nn.Module) -> dict[str, Any]:
 
 
 register_adapter("s2lora", S2LoRAConfig, S2LoRALinear)
+
+
+def s2lora_as_lora(tensors: Mapping[str, torch.Tensor], targets: Mapping[str, tuple[int, int]], scaling: float):
+    """Exact plain-LoRA tensors (PEFT keys) for a saved S2-LoRA adapter, and their common rank.
+
+    Each matrix gets lora_A = A and lora_B = scaling · B · diag(λ) of its basis, so
+    lora_B @ lora_A == ΔW. Bases pruned to different ranks are zero-padded to the largest, and
+    the LoRA scaling (alpha / r) is 1: pass ``alpha = rank`` with the returned rank.
+    """
+    from .lora import PEFT_PREFIX
+
+    rank = max((t.shape[0] for k, t in tensors.items() if k.startswith(BASIS_PREFIX) and k.endswith(".A")), default=0)
+    out = {}
+    for name, (d_out, d_in) in sorted(targets.items()):
+        key = f"{BASIS_PREFIX}{basis_key(d_out, d_in)}"
+        a, b, lam = tensors[f"{key}.A"], tensors[f"{key}.B"], tensors[f"{name}.lam"]
+        lora_a = torch.zeros(rank, d_in, dtype=a.dtype)
+        lora_b = torch.zeros(d_out, rank, dtype=b.dtype)
+        lora_a[: a.shape[0]] = a  # (r', d_in)
+        lora_b[:, : b.shape[1]] = b * lam * scaling  # (d_out, r')
+        out[f"{PEFT_PREFIX}{name}.lora_A.weight"] = lora_a
+        out[f"{PEFT_PREFIX}{name}.lora_B.weight"] = lora_b
+    return out, rank

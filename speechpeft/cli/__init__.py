@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..errors import SpeechPeftError
-from . import adapters, evaluate, train
+from . import adapters, evaluate, export, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train.add_parsers(sub)
     evaluate.add_parser(sub)
+    export.add_parser(sub)
     adapters.add_parser(sub)
     return parser
 

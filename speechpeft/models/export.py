@@ -1,0 +1,119 @@
+"""`speechpeft export`: an adapter as a PEFT LoRA, a merged transformers model, or a CTranslate2
+model for faster-whisper.
+
+Whatever the encoder window an adapter was trained with, exports keep Whisper's standard 30 s
+window so that every Whisper runtime loads them; measure the merged model with
+`speechpeft evaluate --window-seconds 30` when the adapter was trained with a shorter one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from ..adapters import LoRAConfig, load_adapter, read_adapter, unload_adapter
+from ..adapters.io import CONFIG, WEIGHTS
+from ..adapters.lora import peft_config
+from ..adapters.s2lora import s2lora_as_lora
+from ..errors import SpeechPeftError
+from .whisper import load_whisper
+
+FORMATS = ("peft", "hf", "ct2")
+
+
+def export(
+    adapter: str | Path,
+    out: str | Path,
+    fmt: str = "peft",
+    model: str | None = None,
+    overwrite: bool = False,
+    quantization: str | None = None,
+) -> Path:
+    """Write ``adapter`` to directory ``out`` in format ``fmt``; the directory appears whole or not at all.
+
+    ``peft``: a PEFT LoRA directory (S2-LoRA is converted exactly to LoRA). ``hf``: the base
+    model with the adapter merged, as a transformers directory. ``ct2``: that merged model
+    converted by CTranslate2's own converter (``quantization`` e.g. ``int8``), for faster-whisper.
+    ``model`` overrides the base recorded in the adapter.
+
+    Raises:
+        SpeechPeftError: unknown format, existing output without ``overwrite``, no recorded
+            base, a missing ctranslate2, or any adapter-file error.
+    """
+    if fmt not in FORMATS:
+        raise SpeechPeftError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise SpeechPeftError(f"'{out}' exists; pass --overwrite to replace it")
+    af = read_adapter(adapter)
+    base = model or (af.record or {}).get("base_model")
+    if fmt != "peft" and not base:
+        raise SpeechPeftError(f"'{adapter}' records no base model; pass --model")
+    write: Callable[[Path], None] = {
+        "peft": lambda tmp: _write_peft(af, tmp),
+        "hf": lambda tmp: _write_merged(adapter, base, tmp),
+        "ct2": lambda tmp: _write_ct2(adapter, base, tmp, quantization),
+    }[fmt]
+    _atomic_dir(out, write)
+    return out
+
+
+def _write_peft(af, tmp: Path) -> None:
+    base = (af.record or {}).get("base_model")
+    if af.kind == "lora":
+        shutil.copyfile(af.path / WEIGHTS, tmp / WEIGHTS)
+        config = peft_config(af.config, list(af.targets), base)
+    elif af.kind == "s2lora":
+        tensors, rank = s2lora_as_lora(af.tensors, af.targets, af.config.scaling)
+        if rank == 0:
+            raise SpeechPeftError(f"'{af.path}': every S2-LoRA rank is zero; there is nothing to export")
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        config = peft_config(LoRAConfig(rank=rank, alpha=float(rank), dropout=af.config.dropout), list(af.targets), base)
+    else:
+        raise SpeechPeftError(f"adapter kind {af.kind!r} has no PEFT form; use --merge")
+    (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+def _write_merged(adapter: str | Path, base: str, tmp: Path) -> None:
+    host = load_whisper(base, device="cpu")
+    load_adapter(host.model, adapter)
+    unload_adapter(host.model, merge=True)
+    host.model.save_pretrained(tmp)
+    host.processor.save_pretrained(tmp)
+    note = {"base_model": base, "adapter": str(adapter), "merged": True, "window_seconds": host.window_seconds}
+    (tmp / "speechpeft_export.json").write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
+
+
+def _write_ct2(adapter: str | Path, base: str, tmp: Path, quantization: str | None) -> None:
+    try:
+        from ctranslate2.converters import TransformersConverter
+    except ImportError:
+        raise SpeechPeftError("--format ct2 needs ctranslate2: pip install ctranslate2") from None
+    with tempfile.TemporaryDirectory(dir=tmp.parent) as merged:
+        _write_merged(adapter, base, Path(merged))
+        copy = [f for f in ("tokenizer.json", "preprocessor_config.json") if (Path(merged) / f).exists()]
+        TransformersConverter(merged, copy_files=copy).convert(str(tmp), quantization=quantization, force=True)
+
+
+def _atomic_dir(out: Path, write: Callable[[Path], None]) -> None:
+    """Build the directory beside ``out`` and rename it into place; on failure nothing remains."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        write(tmp)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
