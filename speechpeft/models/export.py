@@ -73,7 +73,9 @@ def _write_peft(af, tmp: Path) -> None:
         if rank == 0:
             raise SpeechPeftError(f"'{af.path}': every S2-LoRA rank is zero; there is nothing to export")
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS), metadata={"format": "pt"})
-        config = peft_config(LoRAConfig(rank=rank, alpha=float(rank), dropout=af.config.dropout), list(af.targets), base)
+        config = peft_config(
+            LoRAConfig(rank=rank, alpha=float(rank), dropout=af.config.dropout), list(af.targets), base
+        )
     else:
         raise SpeechPeftError(f"adapter kind {af.kind!r} has no PEFT form; use --merge")
     (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

@@ -51,6 +51,8 @@ def test_ct2_export_transcribes_real_speech_exactly_as_the_merged_model(tmp_path
     tok = processor.tokenizer
     prompt = tok.convert_tokens_to_ids(["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"])
     features = processor.feature_extractor(arrays, sampling_rate=16_000, return_tensors="np").input_features
-    out = model.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(features)), [prompt] * len(arrays), beam_size=1)
+    out = model.generate(
+        ctranslate2.StorageView.from_array(np.ascontiguousarray(features)), [prompt] * len(arrays), beam_size=1
+    )
     ct2_texts = [tok.decode(r.sequences_ids[0], skip_special_tokens=True).strip() for r in out]
     assert ct2_texts == hf_texts

@@ -14,7 +14,9 @@ from speechpeft.eval.evaluate import auto_metric, auto_normaliser, compare, scor
 
 
 def utts(texts, speakers):
-    return [Utterance(Path(f"/x/{i}.wav"), t, 1.0, "zh", s) for i, (t, s) in enumerate(zip(texts, speakers))]
+    return [
+        Utterance(Path(f"/x/{i}.wav"), t, 1.0, "zh", s) for i, (t, s) in enumerate(zip(texts, speakers, strict=True))
+    ]
 
 
 REFS = ["我们早上在院子里踢足球", "妈妈做的饭真好吃", "小猫在沙发上睡觉", "今天是我的生日", "下雨了我们快回家吧"] * 8

@@ -33,7 +33,10 @@ def logits(model, batch):
 @pytest.fixture
 def batch():
     g = torch.Generator().manual_seed(5)
-    return {"input_features": torch.randn(2, 80, 300, generator=g), "decoder_input_ids": torch.tensor([[257, 259, 261]] * 2)}
+    return {
+        "input_features": torch.randn(2, 80, 300, generator=g),
+        "decoder_input_ids": torch.tensor([[257, 259, 261]] * 2),
+    }
 
 
 @pytest.mark.parametrize("config", [S2LoRAConfig(rank=6, targets="attn"), LoRAConfig(rank=4, targets="all_linear")])
