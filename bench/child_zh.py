@@ -3,6 +3,7 @@ short-window mode, all in one run on this machine. Writes bench/child_zh.md.
 
     python bench/child_zh.py                 # about two hours on 2 CPU cores
     python bench/child_zh.py --steps 20      # a quick smoke run (numbers not meaningful)
+    python bench/child_zh.py --resume        # continue after an interruption
 
 Every variant is trained by the same `speechpeft.train.finetune` the CLI uses, from the
 child_zh recipe, with the same number of updates, batch, learning rate and seed. Only the
@@ -13,7 +14,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
+import json
 import platform
+import statistics
 import sys
 from pathlib import Path
 
@@ -23,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from speechpeft.train import finetune, load_recipe  # noqa: E402
+from speechpeft.train.checkpoint import CHECKPOINT  # noqa: E402
 
 VARIANTS = [
     # (label, overrides)
@@ -32,16 +37,23 @@ VARIANTS = [
 WINDOW_LABEL = "S2-LoRA r=32, attn, 30 s window"
 
 
-def run_variant(name: str, overrides: list[str], steps: int, out: Path) -> dict:
+def run_variant(name: str, overrides: list[str], steps: int, out: Path, resume: bool) -> dict:
     recipe = load_recipe("child_zh", [f"name={name}", f"output_dir={out}", f"train.max_steps={steps}", *overrides])
-    print(f"== {name}: {' '.join(overrides)}", flush=True)
-    return finetune(recipe, overwrite=True, progress=True)
+    resume = resume and (out / name / CHECKPOINT).is_file()
+    print(f"== {name}: {' '.join(overrides)}" + (" (resumed)" if resume else ""), flush=True)
+    info = finetune(recipe, resume=resume, overwrite=not resume, progress=True)
+    return {**info, "run_dir": str(out / name)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, help="updates per variant (default: the recipe's train.max_steps)")
     parser.add_argument("--out", type=Path, default=HERE / "runs", help="where the runs go (default: bench/runs)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue interrupted runs from their checkpoints (training time is checkpointed too)",
+    )
     parser.add_argument("--report", type=Path, default=HERE / "child_zh.md")
     args = parser.parse_args()
 
@@ -51,11 +63,26 @@ def main() -> None:
     results = []
     for i, (label, overrides) in enumerate(VARIANTS):
         results.append(
-            (label, run_variant(f"bench-{i}", [f"model.window_seconds={short}", *overrides], args.steps, args.out))
+            (
+                label,
+                run_variant(
+                    f"bench-{i}", [f"model.window_seconds={short}", *overrides], args.steps, args.out, args.resume
+                ),
+            )
         )
-    window = run_variant("bench-w30", ["model.window_seconds=30", *VARIANTS[1][1]], args.steps, args.out)
+    window = run_variant("bench-w30", ["model.window_seconds=30", *VARIANTS[1][1]], args.steps, args.out, args.resume)
     args.report.write_text(render(results, window, base, short, args.steps), encoding="utf-8")
     print(f"wrote {args.report}")
+
+
+def step_seconds(info: dict) -> float:
+    """Median wall time of one update, from the run's metrics.jsonl.
+
+    The median, not the mean: a resumed run or a busy machine slows a few updates, not the typical one.
+    """
+    rows = [json.loads(line) for line in (Path(info["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    times = [r["seconds"] for r in rows if r["event"] == "train"]
+    return statistics.median(b - a for a, b in itertools.pairwise(times))
 
 
 def render(results: list[tuple[str, dict]], window: dict, base, short: float, steps: int) -> str:
@@ -72,17 +99,17 @@ def render(results: list[tuple[str, dict]], window: dict, base, short: float, st
         f"(warm-up {base.train.warmup_steps}, linear decay), seed {base.train.seed}, greedy decoding, "
         f"best dev checkpoint. Test CER after the `zh_chars` normaliser, pooled over the test set.",
         "",
-        "| model | window | test CER | trainable params | train wall time | s / update |",
+        "| model | window | test CER | trainable params | train wall time | median s / update |",
         "|---|---|---|---|---|---|",
         f"| zero-shot whisper-base | {zero['window_seconds']:g} s | {zero['rate']:.4f} | 0 | - | - |",
     ]
     for label, info in results + [(WINDOW_LABEL, window)]:
         lines.append(
             f"| {label} | {info['window_seconds']:g} s | {info['adapted']['rate']:.4f} | {info['trainable']:,} | "
-            f"{info['train_seconds'] / 60:.1f} min | {info['train_seconds'] / info['steps']:.2f} |"
+            f"{info['train_seconds'] / 60:.1f} min | {step_seconds(info):.2f} |"
         )
     s2 = results[1][1]
-    ratio = (window["train_seconds"] / window["steps"]) / (s2["train_seconds"] / s2["steps"])
+    ratio = step_seconds(window) / step_seconds(s2)
     rel = s2["adapted"]["rate"] / window["adapted"]["rate"] - 1
     lines += [
         "",

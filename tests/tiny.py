@@ -2,7 +2,7 @@
 and a tiny corpus, so the real CLI can train and decode in seconds without any download.
 
 The tokenizer is byte-level with no merges: every UTF-8 byte is a token, plus Whisper's special
-tokens for English and Chinese.
+tokens for English and Chinese and its timestamp tokens.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ def make_tiny_whisper_dir(path: Path, seed: int = 0) -> Path:
     vocab["<|endoftext|>"] = 256
     tok = WhisperTokenizer(vocab=vocab, merges=[])
     tok.add_special_tokens({"additional_special_tokens": SPECIALS[1:]})
+    # Timestamp tokens follow <|notimestamps|>, one per 20 ms of the window, as in real Whisper.
+    tok.add_tokens([f"<|{i * 0.02:.2f}|>" for i in range(WINDOW_SECONDS * 50 + 1)])
     ids = {s: tok.convert_tokens_to_ids(s) for s in SPECIALS}
     eot = ids["<|endoftext|>"]
     config = WhisperConfig(

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..errors import SpeechPeftError
-from . import adapters, evaluate, export, train
+from . import adapters, evaluate, export, train, transcribe
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"speechpeft {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train.add_parsers(sub)
+    transcribe.add_parser(sub)
     evaluate.add_parser(sub)
     export.add_parser(sub)
     adapters.add_parser(sub)

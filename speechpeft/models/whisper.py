@@ -6,9 +6,10 @@ Works on transformers' ``WhisperForConditionalGeneration`` with adapters attache
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -30,18 +31,29 @@ PRESETS = {
 register_presets("whisper", PRESETS)
 
 
-class _DropLengthNotice(logging.Filter):
-    """transformers warns on every call that max_new_tokens overrides the config's max_length;
-    that is exactly what `transcribe(max_new_tokens=...)` asks for."""
+class _DropGenerateNotices(logging.Filter):
+    """Notices from transformers' generate that users cannot act on: that max_new_tokens
+    overrides the config's max_length (what `transcribe(max_new_tokens=...)` asks for), and a
+    deprecation that transformers' own Whisper long-form code triggers."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "seem to have been set" not in record.getMessage()
+        text = record.getMessage()
+        return "seem to have been set" not in text and "together with generation-related" not in text
 
 
-logging.getLogger("transformers.generation.utils").addFilter(_DropLengthNotice())
+logging.getLogger("transformers.generation.utils").addFilter(_DropGenerateNotices())
 
 SAMPLING_RATE = 16_000
-POSITIONS_PER_SECOND = 50  # one encoder position per 2 mel frames of 10 ms
+FRAMES_PER_SECOND = 100  # mel frames: 10 ms hop
+POSITIONS_PER_SECOND = 50  # one encoder position per 2 mel frames
+
+
+class Segment(NamedTuple):
+    """A stretch of decoded text with its time span in seconds from the start of the audio."""
+
+    start: float
+    end: float
+    text: str
 
 
 def default_device() -> torch.device:
@@ -68,6 +80,13 @@ class WhisperHost:
     def window_seconds(self) -> float:
         """The encoder window: 30 s for Whisper as trained, less in short-window mode."""
         return self.model.config.max_source_positions / POSITIONS_PER_SECOND
+
+    @property
+    def max_window_seconds(self) -> float:
+        """The window the model was trained with (30 s for Whisper), whatever ``set_window`` chose."""
+        if self._full_positions is None:
+            return self.window_seconds
+        return self._full_positions.shape[0] / POSITIONS_PER_SECOND
 
     def set_window(self, seconds: float) -> None:
         """Use an encoder window of ``seconds`` (≤ the model's own) for training and decoding.
@@ -171,15 +190,9 @@ class WhisperHost:
         Raises:
             SpeechPeftError: bad audio (see ``features``), unknown language or task, beam < 1.
         """
-        if task not in ("transcribe", "translate"):
-            raise SpeechPeftError(f"task must be 'transcribe' or 'translate', got {task!r}")
-        if beam < 1:
-            raise SpeechPeftError(f"beam must be >= 1, got {beam}")
-        kwargs: dict[str, Any] = {"task": task, "num_beams": beam, "do_sample": False}
+        kwargs = self._decode_kwargs(language, task, beam)
         if max_new_tokens is not None:
             kwargs["max_new_tokens"] = max_new_tokens
-        if language:
-            kwargs["language"] = _language_code(language)
         was_training = self.model.training
         self.model.eval()
         texts: list[str] = []
@@ -191,6 +204,73 @@ class WhisperHost:
         finally:
             self.model.train(was_training)
         return texts
+
+    @torch.no_grad()
+    def transcribe_segments(
+        self,
+        arrays: Sequence[np.ndarray],
+        language: str | None = None,
+        task: str = "transcribe",
+        beam: int = 1,
+        progress: Callable[[float], None] | None = None,
+    ) -> list[list[Segment]]:
+        """Timed segments for audio of any length (16 kHz mono arrays); adapters stay active.
+
+        Whisper predicts timestamp tokens. Audio longer than the encoder window is decoded by
+        transformers' sequential long-form algorithm: decode one window, move to the last
+        predicted timestamp, repeat. Several arrays are decoded as one batch. ``progress`` is
+        called with the seconds of this batch decoded so far.
+
+        Raises:
+            SpeechPeftError: bad audio (empty, non-finite, not 1-D), unknown language or task, beam < 1.
+        """
+        kwargs = self._decode_kwargs(language, task, beam)
+        for i, a in enumerate(arrays):
+            _check_audio(a, i, SAMPLING_RATE, math.inf)
+        fe = self._processor().feature_extractor
+        arrays = [np.asarray(a, dtype=np.float32) for a in arrays]
+        window = int(round(self.window_seconds * SAMPLING_RATE))
+        common = {"sampling_rate": SAMPLING_RATE, "return_tensors": "pt", "return_attention_mask": True}
+        if max(len(a) for a in arrays) > window:  # long-form: no truncation, padded to the longest
+            out = fe(arrays, truncation=False, padding="longest", **common)
+        else:  # short-form: every input padded to the window, as in training
+            out = fe(arrays, padding="max_length", max_length=window, **common)
+        monitor = None
+        if progress is not None:
+            monitor = lambda p: progress(float(p[:, 0].sum()) / FRAMES_PER_SECOND)  # noqa: E731
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            result = self.model.generate(
+                input_features=out.input_features.to(self.device, self.dtype),
+                attention_mask=out.attention_mask.to(self.device),
+                return_timestamps=True,
+                return_segments=True,
+                monitor_progress=monitor,
+                **kwargs,
+            )
+        finally:
+            self.model.train(was_training)
+        tok = self._processor().tokenizer
+        segments = []
+        for item in result["segments"]:
+            mine = []
+            for seg in item:
+                text = tok.decode(seg["tokens"], skip_special_tokens=True).strip()
+                if text:
+                    mine.append(Segment(float(seg["start"]), float(seg["end"]), text))
+            segments.append(mine)
+        return segments
+
+    def _decode_kwargs(self, language: str | None, task: str, beam: int) -> dict[str, Any]:
+        if task not in ("transcribe", "translate"):
+            raise SpeechPeftError(f"task must be 'transcribe' or 'translate', got {task!r}")
+        if beam < 1:
+            raise SpeechPeftError(f"beam must be >= 1, got {beam}")
+        kwargs: dict[str, Any] = {"task": task, "num_beams": beam, "do_sample": False}
+        if language:
+            kwargs["language"] = _language_code(language)
+        return kwargs
 
     def _processor(self) -> Any:
         if self.processor is None:
@@ -208,7 +288,7 @@ def _check_audio(a: np.ndarray, index: int, sampling_rate: int, window: float) -
         raise SpeechPeftError(f"audio #{index} is empty")
     if not np.isfinite(a).all():
         raise SpeechPeftError(f"audio #{index} holds NaN or inf samples")
-    if a.size > window * sampling_rate:
+    if math.isfinite(window) and a.size > window * sampling_rate:
         raise SpeechPeftError(
             f"audio #{index} is {a.size / sampling_rate:.1f} s, longer than the {window:g} s encoder window "
             "(long-form goes through `speechpeft transcribe`)"

@@ -1,4 +1,4 @@
-"""The import direction kernels <- adapters <- models <- train/eval <- cli holds in every module.
+"""The import direction kernels <- adapters <- models <- train/eval/infer <- cli holds in every module.
 
 Every import counts, including those inside functions. `data` imports no model code, and
 nothing imports `cli`.
@@ -18,8 +18,9 @@ ALLOWED = {
     "data": {"base", "data"},
     "eval": set(LOWER) | {"data", "eval"},
     "train": set(LOWER) | {"data", "eval", "train"},
-    "api": set(LOWER) | {"data", "eval", "train", "api"},  # speechpeft/__init__.py
-    "cli": set(LOWER) | {"data", "eval", "train", "api", "cli"},
+    "infer": set(LOWER) | {"data", "infer"},
+    "api": set(LOWER) | {"data", "eval", "train", "infer", "api"},  # speechpeft/__init__.py
+    "cli": set(LOWER) | {"data", "eval", "train", "infer", "api", "cli"},
 }
 BASE_MODULES = {"errors", "fs"}
 

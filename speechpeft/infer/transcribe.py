@@ -1,0 +1,277 @@
+"""`speechpeft transcribe`: many files, any length, per-file adapters, subtitle outputs.
+
+The base model is loaded once. Files are grouped by adapter; each group swaps its adapter in
+(the kernel issue turns this into one mixed batch) and is decoded in batches of similar length.
+A file that fails is reported and skipped; the others complete.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..adapters import adapter_layers, load_adapter, read_adapter, unload_adapter
+from ..data import audio_duration, load_audio
+from ..errors import SpeechPeftError
+from ..fs import atomic_write_text
+from ..models import Segment, WhisperHost, load_whisper
+from .inputs import Job
+from .writers import FORMATS, render
+
+RATE = 16_000
+VAD_BLOCK_SECONDS = 1800.0  # VAD mode holds at most this much decoded audio at once
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    model: str = "openai/whisper-base"
+    language: str | None = None  # None: Whisper detects it
+    task: str = "transcribe"  # or "translate" (to English)
+    beam: int = 1
+    batch_size: int = 8  # files per batch; with --vad, speech chunks per batch
+    formats: tuple[str, ...] = ("txt",)
+    output_dir: Path = Path(".")
+    vad: bool = False  # chunk on silero-vad speech boundaries instead of sequential long-form
+    overwrite: bool = False
+    window_seconds: float | None = None  # None: the adapter's training window, else the model's
+    device: str | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise SpeechPeftError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.beam < 1:
+            raise SpeechPeftError(f"beam must be >= 1, got {self.beam}")
+        if self.task not in ("transcribe", "translate"):
+            raise SpeechPeftError(f"task must be 'transcribe' or 'translate', got {self.task!r}")
+        bad = [f for f in self.formats if f not in FORMATS]
+        if bad or not self.formats:
+            raise SpeechPeftError(f"unknown output format {bad[:1] or '(none)'}; choose from {', '.join(FORMATS)}")
+
+
+@dataclass
+class TranscribeOutcome:
+    written: list[Path] = field(default_factory=list)  # every output file written
+    done: list[str] = field(default_factory=list)  # jobs (by `where`) fully transcribed
+    skipped: list[str] = field(default_factory=list)  # jobs whose outputs existed
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (where, one-line reason)
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+
+def transcribe_files(
+    jobs: Sequence[Job], opts: TranscribeOptions, host: WhisperHost | None = None
+) -> TranscribeOutcome:
+    """Transcribe ``jobs`` and write ``opts.formats`` into ``opts.output_dir`` per file.
+
+    ``host`` reuses a loaded model (tests, servers); otherwise ``opts.model`` is loaded.
+
+    Raises:
+        SpeechPeftError: the output folder cannot be written, or the model cannot be loaded.
+            Problems with single files or adapters are not raised: they land in ``failures``.
+    """
+    started = time.time()
+    out = TranscribeOutcome()
+    _check_writable(opts.output_dir)
+    todo = _plan(jobs, opts, out)
+    if not todo:
+        out.wall_seconds = time.time() - started
+        return out
+    if host is None:
+        host = load_whisper(opts.model, device=opts.device)
+    full_window = host.max_window_seconds
+    total = sum(d for _, d in todo)
+    fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]"
+    with tqdm(total=total, desc="transcribe", bar_format=fmt, disable=not opts.progress) as bar:
+        for adapter, group in _groups(todo):
+            if not _use_adapter(host, adapter, opts.window_seconds or None, full_window, group, out):
+                bar.update(sum(d for _, d in group))
+                continue
+            meta = _meta(host, opts, adapter)
+            decode = _decode_vad if opts.vad else _decode_longform
+            for job, segments in decode(host, group, opts, bar, out):
+                _write(job, segments, opts, meta, out)
+    out.audio_seconds = total
+    out.wall_seconds = time.time() - started
+    return out
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".speechpeft-probe-"):
+            pass
+    except OSError as e:
+        raise SpeechPeftError(f"cannot write to output folder '{folder}' ({e.strerror or e})") from None
+
+
+def _outputs(job: Job, opts: TranscribeOptions) -> list[Path]:
+    return [opts.output_dir / f"{job.audio.stem}.{f}" for f in opts.formats]
+
+
+def _plan(jobs: Sequence[Job], opts: TranscribeOptions, out: TranscribeOutcome) -> list[tuple[Job, float]]:
+    """Jobs to run with their durations; collisions, existing outputs and unreadable files drop out."""
+    todo, owner = [], {}
+    for job in jobs:
+        stem = job.audio.stem
+        if stem in owner:
+            out.failures.append((job.where, f"output name '{stem}' is already used by {owner[stem]}"))
+            continue
+        owner[stem] = job.where
+        if not opts.overwrite and all(p.exists() for p in _outputs(job, opts)):
+            out.skipped.append(job.where)
+            continue
+        try:
+            todo.append((job, audio_duration(job.audio)))
+        except SpeechPeftError as e:
+            out.failures.append((job.where, str(e)))
+    return todo
+
+
+def _groups(todo: list[tuple[Job, float]]) -> list[tuple[str | None, list[tuple[Job, float]]]]:
+    groups: dict[str | None, list[tuple[Job, float]]] = {}
+    for item in todo:
+        groups.setdefault(item[0].adapter, []).append(item)
+    return list(groups.items())
+
+
+def _use_adapter(host, adapter, window, full_window, group, out) -> bool:
+    """Swap ``adapter`` in (None: the bare model); on failure every file of the group fails."""
+    if adapter_layers(host.model):
+        unload_adapter(host.model, merge=False)
+    try:
+        if adapter is not None:
+            recorded = ((read_adapter(adapter).record or {}).get("host") or {}).get("window_seconds")
+            window = window or recorded
+        host.set_window(window or full_window)
+        if adapter is not None:
+            load_adapter(host.model, adapter)
+    except SpeechPeftError as e:
+        if adapter_layers(host.model):
+            unload_adapter(host.model, merge=False)
+        out.failures += [(job.where, str(e)) for job, _ in group]
+        return False
+    return True
+
+
+def _meta(host: WhisperHost, opts: TranscribeOptions, adapter: str | None) -> dict[str, Any]:
+    return {
+        "model": opts.model,
+        "adapter": adapter,
+        "language": opts.language,
+        "task": opts.task,
+        "beam": opts.beam,
+        "window_seconds": host.window_seconds,
+        "chunking": "silero-vad" if opts.vad else "sequential long-form (timestamp tokens)",
+    }
+
+
+def _load(job: Job, out: TranscribeOutcome) -> np.ndarray | None:
+    try:
+        return load_audio(job.audio, RATE)
+    except SpeechPeftError as e:
+        out.failures.append((job.where, str(e)))
+        return None
+
+
+def _decode_longform(host, group, opts, bar, out):
+    """Batches of similar-length files through Whisper's own long-form decoding."""
+    group = sorted(group, key=lambda item: -item[1])
+    for start in range(0, len(group), opts.batch_size):
+        batch = group[start : start + opts.batch_size]
+        loaded = [(job, _load(job, out)) for job, _ in batch]
+        loaded = [(job, a) for job, a in loaded if a is not None]
+        seconds = sum(d for _, d in batch)
+        if loaded:
+            tracker = _BatchProgress(bar, seconds)
+            arrays = [a for _, a in loaded]
+            try:
+                segments = host.transcribe_segments(arrays, opts.language, opts.task, opts.beam, progress=tracker)
+            except SpeechPeftError as e:
+                out.failures += [(job.where, str(e)) for job, _ in loaded]
+            else:
+                yield from ((job, segs) for (job, _), segs in zip(loaded, segments, strict=True))
+            tracker.finish()
+        else:
+            bar.update(seconds)
+
+
+def _decode_vad(host, group, opts, bar, out):
+    """Speech chunks (≤ the encoder window) from silero-vad, batched across files."""
+    from ..data.vad import vad_chunks
+
+    block: list[tuple[Job, float]] = []
+    for item in sorted(group, key=lambda item: -item[1]) + [None]:
+        if item is not None and (not block or sum(d for _, d in block) + item[1] <= VAD_BLOCK_SECONDS):
+            block.append(item)
+            continue
+        chunks, results = [], {}
+        for job, _ in block:
+            audio = _load(job, out)
+            if audio is None:
+                continue
+            results[job] = []
+            chunks += [(job, s, audio[s:e]) for s, e in vad_chunks(audio, host.window_seconds, RATE)]
+        chunks.sort(key=lambda c: -len(c[2]))
+        for start in range(0, len(chunks), opts.batch_size):
+            batch = chunks[start : start + opts.batch_size]
+            segments = host.transcribe_segments([c[2] for c in batch], opts.language, opts.task, opts.beam)
+            for (job, offset, _), segs in zip(batch, segments, strict=True):
+                t0 = offset / RATE
+                results[job] += [Segment(t0 + s.start, t0 + s.end, s.text) for s in segs]
+            bar.update(sum(len(c[2]) for c in batch) / RATE)
+        for job, segs in results.items():
+            yield job, sorted(segs, key=lambda s: s.start)
+        bar.update(sum(d for _, d in block) - sum(len(c[2]) for c in chunks) / RATE)  # the silence
+        block = [item] if item is not None else []
+
+
+class _BatchProgress:
+    """Feeds transformers' long-form progress (seconds decoded in this batch) into the bar."""
+
+    def __init__(self, bar: tqdm, limit: float):
+        self.bar, self.shown, self.limit = bar, 0.0, limit
+
+    def __call__(self, seconds: float) -> None:
+        seconds = min(seconds, self.limit)  # padded frames of shorter files count too
+        if seconds > self.shown:
+            self.bar.update(seconds - self.shown)
+            self.shown = seconds
+
+    def finish(self) -> None:
+        self(self.limit)
+
+
+def _write(job: Job, segments: list[Segment], opts: TranscribeOptions, meta: dict, out: TranscribeOutcome) -> None:
+    written = []
+    try:
+        for path, fmt in zip(_outputs(job, opts), opts.formats, strict=True):
+            written.append(atomic_write_text(path, render(fmt, segments, {"audio": str(job.audio), **meta})))
+    except OSError as e:
+        out.failures.append((job.where, f"cannot write '{e.filename or opts.output_dir}' ({e.strerror or e})"))
+        return
+    out.written += written
+    out.done.append(job.where)
+
+
+def summary_lines(out: TranscribeOutcome, output_dir: Path) -> list[str]:
+    """What the CLI prints at the end: counts, speed, then one line per failure."""
+    speed = out.audio_seconds / out.wall_seconds if out.wall_seconds > 0 else 0.0
+    lines = [
+        f"transcribed {len(out.done)} file(s), {out.audio_seconds:.1f} s of audio in {out.wall_seconds:.1f} s "
+        f"({speed:.1f}x real time) into {output_dir}{os.sep}"
+    ]
+    if out.skipped:
+        lines.append(f"skipped {len(out.skipped)} file(s) whose outputs exist (pass --overwrite to redo them)")
+    if out.failures:
+        lines.append(f"FAILED {len(out.failures)} file(s):")
+        lines += [f"  {where}: {why}" for where, why in out.failures]
+    return lines

@@ -1,0 +1,199 @@
+"""speechpeft transcribe on a tiny Whisper: adapter maps, outputs, and files that fail alone."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from speechpeft.adapters import LoRAConfig, save_adapter
+from speechpeft.cli import main
+from speechpeft.data import load_audio
+from speechpeft.data.vad import merge_regions
+from speechpeft.errors import SpeechPeftError
+from speechpeft.infer import jobs_from_args, read_adapter_map
+from speechpeft.infer.writers import join_text, parse_formats, render
+from speechpeft.models import Segment, load_whisper
+
+
+def tone(path: Path, seconds: float, freq: float, rate: int = 16_000) -> Path:
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), rate)
+    return path
+
+
+def make_adapter(model_dir: Path, out: Path, seed: int) -> Path:
+    """A LoRA adapter with random (non-zero) B, so it visibly changes the tiny model's output."""
+    host = load_whisper(str(model_dir), device="cpu")
+    host.inject(LoRAConfig(rank=4, alpha=8, targets="all_linear"))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in host.model.named_parameters():
+            if p.requires_grad and name.endswith("lora_B.weight"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return save_adapter(host.model, out)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny_whisper_dir):
+    root = tmp_path_factory.mktemp("transcribe")
+    audio = [tone(root / f"a{i}.wav", 0.6 + 0.9 * i, 220 + 170 * i) for i in range(4)]  # a3 is 3.3 s: long-form
+    adapters = [make_adapter(tiny_whisper_dir, root / f"adapter{i}", seed=i) for i in range(2)]
+    return root, audio, adapters
+
+
+def run_cli(model_dir, *args):
+    return main(["transcribe", "--model", str(model_dir), "--language", "en", "--no-progress", *map(str, args)])
+
+
+def outputs(folder: Path, names, fmt="json"):
+    return {n: json.loads((folder / f"{n}.{fmt}").read_text())["segments"] for n in names}
+
+
+def test_one_run_with_an_adapter_map_equals_separate_runs_per_adapter(setup, tiny_whisper_dir, tmp_path):
+    root, audio, (ad0, ad1) = setup
+    amap = tmp_path / "map.json"
+    amap.write_text(json.dumps({"a0.wav": str(ad0), "*a2.wav": str(ad0), "a1*": str(ad1)}))  # a3: bare model
+    assert run_cli(tiny_whisper_dir, *audio, "--adapter-map", amap, "-f", "json", "-o", tmp_path / "mixed") == 0
+    mixed = outputs(tmp_path / "mixed", ["a0", "a1", "a2", "a3"])
+    assert run_cli(tiny_whisper_dir, audio[0], audio[2], "--adapter", ad0, "-f", "json", "-o", tmp_path / "s0") == 0
+    assert run_cli(tiny_whisper_dir, audio[1], "--adapter", ad1, "-f", "json", "-o", tmp_path / "s1") == 0
+    assert run_cli(tiny_whisper_dir, audio[3], "-f", "json", "-o", tmp_path / "bare") == 0
+    alone = {**outputs(tmp_path / "s0", ["a0", "a2"]), **outputs(tmp_path / "s1", ["a1"])}
+    alone.update(outputs(tmp_path / "bare", ["a3"]))
+    assert mixed == alone
+    assert all(mixed[n] for n in mixed)  # every file got segments
+    # the adapters matter: the same file decodes differently with each, so the check above has teeth
+    assert run_cli(tiny_whisper_dir, audio[0], "--adapter", ad1, "-f", "json", "-o", tmp_path / "x") == 0
+    assert outputs(tmp_path / "x", ["a0"]) != mixed["a0"]
+
+
+def test_failing_files_get_one_line_each_and_the_others_complete(setup, tiny_whisper_dir, tmp_path, capsys):
+    root, audio, (ad0, _) = setup
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "folder.wav").mkdir()
+    (bad / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage" * 4)
+    (bad / "zero.wav").write_bytes(b"")
+    sf.write(bad / "nosamples.wav", np.zeros(0, np.float32), 16_000)
+    (bad / "notes.txt").write_text("not audio\n")
+    files = [bad / "folder.wav", bad / "corrupt.wav", bad / "zero.wav", bad / "nosamples.wav", bad / "notes.txt"]
+    code = run_cli(tiny_whisper_dir, *files, audio[0], "-o", tmp_path / "out", "-f", "txt,srt")
+    err = capsys.readouterr().err
+    assert code == 1
+    assert (tmp_path / "out" / "a0.txt").is_file() and (tmp_path / "out" / "a0.srt").is_file()
+    lines = [line for line in err.splitlines() if line.startswith("  ")]
+    assert len(lines) == len(files)
+    needles = ["is a directory", "cannot decode", "empty (0 bytes)", "0 samples", "cannot decode"]
+    for f, needle in zip(files, needles, strict=True):
+        line = next(line for line in lines if str(f) in line)
+        assert needle in line, line
+    assert "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a0.srt", "a0.txt"]  # no temp files left
+
+
+def test_an_adapter_for_another_base_fails_its_files_only(setup, tiny_whisper_dir, tmp_path, capsys):
+    from tiny import make_tiny_whisper_dir
+
+    root, audio, (ad0, _) = setup
+    other = make_adapter(make_tiny_whisper_dir(tmp_path / "other-base", seed=7), tmp_path / "foreign", seed=3)
+    amap = tmp_path / "map.csv"
+    amap.write_text(f"pattern,adapter\na0.wav,{other}\na1.wav,{ad0}\n")
+    code = run_cli(tiny_whisper_dir, audio[0], audio[1], "--adapter-map", amap, "-o", tmp_path / "out")
+    err = capsys.readouterr().err
+    assert code == 1
+    assert (tmp_path / "out" / "a1.txt").is_file() and not (tmp_path / "out" / "a0.txt").exists()
+    (line,) = [line for line in err.splitlines() if line.startswith("  ")]
+    assert str(audio[0]) in line and "was made for base" in line
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_line_before_any_work(setup, tiny_whisper_dir, tmp_path, capsys):
+    _, audio, _ = setup
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert run_cli(tiny_whisper_dir, audio[0], "-o", blocker / "out") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("speechpeft: error: cannot write to output folder")
+
+
+def test_existing_outputs_are_kept_unless_overwrite(setup, tiny_whisper_dir, tmp_path, capsys):
+    _, audio, _ = setup
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a0.txt").write_text("keep me\n")
+    assert run_cli(tiny_whisper_dir, audio[0], "-o", out) == 0
+    assert (out / "a0.txt").read_text() == "keep me\n"
+    assert "skipped 1 file" in capsys.readouterr().out
+    assert run_cli(tiny_whisper_dir, audio[0], "-o", out, "--overwrite") == 0
+    assert (out / "a0.txt").read_text() != "keep me\n"
+
+
+def test_adapter_maps_in_three_forms_and_their_errors(tmp_path):
+    (tmp_path / "m.json").write_text(json.dumps({"*.wav": "ad", "x.flac": "none"}))
+    (tmp_path / "m.csv").write_text("*.wav,ad\nx.flac,\n")
+    (tmp_path / "m.jsonl").write_text('{"audio_filepath": "a.wav", "adapter": "ad"}\n')
+    for name in ("m.json", "m.csv"):
+        amap = read_adapter_map(tmp_path / name)
+        assert amap.adapter_for("dir/y.wav") == str(tmp_path / "ad")
+        assert amap.adapter_for("x.flac") is None and amap.adapter_for("z.ogg") is None
+    (job,) = jobs_from_args([], adapter_map=str(tmp_path / "m.jsonl"))
+    assert job.audio == tmp_path / "a.wav" and job.adapter == str(tmp_path / "ad") and job.where.endswith(":1")
+    (tmp_path / "bad.jsonl").write_text('{"audio_filepath": "a.wav", "adapter": "ad"}\n{"audio_filepath": "b.wav"}\n')
+    with pytest.raises(SpeechPeftError, match=r"bad.jsonl:2: missing field 'adapter'"):
+        read_adapter_map(tmp_path / "bad.jsonl")
+    (tmp_path / "bad.csv").write_text("a.wav,ad\nb.wav\n")
+    with pytest.raises(SpeechPeftError, match=r"bad.csv:2: expected 2 columns"):
+        read_adapter_map(tmp_path / "bad.csv")
+    (tmp_path / "bad.json").write_text('{"a.wav": 3}')
+    with pytest.raises(SpeechPeftError, match=r"bad.json: key 'a.wav'"):
+        read_adapter_map(tmp_path / "bad.json")
+    with pytest.raises(SpeechPeftError, match="not both"):
+        jobs_from_args(["a.wav"], adapter="ad", adapter_map=str(tmp_path / "m.json"))
+
+
+def test_subtitle_formats():
+    segs = [Segment(0.0, 1.5, "Hello there."), Segment(3661.25, 3663.0, "An hour later.")]
+    assert render("srt", segs, {}) == (
+        "1\n00:00:00,000 --> 00:00:01,500\nHello there.\n\n2\n01:01:01,250 --> 01:01:03,000\nAn hour later.\n"
+    )
+    assert render("vtt", segs, {}).startswith("WEBVTT\n\n00:00:00.000 --> 00:00:01.500\nHello there.\n")
+    tsv = ["start\tend\ttext", "0\t1500\tHello there.", "3661250\t3663000\tAn hour later."]
+    assert render("tsv", segs, {}).splitlines() == tsv
+    record = json.loads(render("json", segs, {"model": "m"}))
+    assert record["model"] == "m" and record["text"] == "Hello there. An hour later." and len(record["segments"]) == 2
+    assert join_text(["你好", "世界", "ok"]) == "你好世界 ok"
+    assert parse_formats("all") == ("txt", "srt", "vtt", "tsv", "json") and parse_formats("json,srt") == ("srt", "json")
+    with pytest.raises(ValueError, match="unknown output format 'doc'"):
+        parse_formats("srt,doc")
+
+
+def test_vad_regions_merge_into_window_sized_chunks():
+    regions = [(0, 10), (12, 20), (50, 60), (61, 200)]
+    assert merge_regions(regions, max_samples=30, max_gap=5) == [(0, 20), (50, 60)] + [
+        (61, 89), (89, 117), (117, 145), (145, 173), (173, 200)
+    ]  # fmt: skip
+    assert merge_regions([], 30, 5) == []
+
+
+def test_m4a_decodes_through_pyav_and_without_it_the_error_says_so(tmp_path, monkeypatch):
+    av = pytest.importorskip("av")
+    path = tmp_path / "clip.m4a"
+    rate, seconds = 44_100, 1.0
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=rate, layout="mono")
+        t = np.arange(int(rate * seconds)) / rate
+        samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None, :]  # (channels, samples)
+        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    audio = load_audio(path, 16_000)
+    assert abs(len(audio) / 16_000 - seconds) < 0.1 and 0.1 < np.abs(audio).max() < 0.5
+    monkeypatch.setitem(sys.modules, "av", None)  # as if PyAV were not installed
+    with pytest.raises(SpeechPeftError, match=r"\.m4a needs PyAV: pip install 'speechpeft\[av\]'"):
+        load_audio(path, 16_000)
