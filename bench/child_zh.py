@@ -54,6 +54,7 @@ def main() -> None:
         action="store_true",
         help="continue interrupted runs from their checkpoints (training time is checkpointed too)",
     )
+    parser.add_argument("--note", default="", help="a sentence for the report, e.g. about an interruption")
     parser.add_argument("--report", type=Path, default=HERE / "child_zh.md")
     args = parser.parse_args()
 
@@ -71,7 +72,7 @@ def main() -> None:
             )
         )
     window = run_variant("bench-w30", ["model.window_seconds=30", *VARIANTS[1][1]], args.steps, args.out, args.resume)
-    args.report.write_text(render(results, window, base, short, args.steps), encoding="utf-8")
+    args.report.write_text(render(results, window, base, short, args.steps, args.note), encoding="utf-8")
     print(f"wrote {args.report}")
 
 
@@ -85,7 +86,7 @@ def step_seconds(info: dict) -> float:
     return statistics.median(b - a for a, b in itertools.pairwise(times))
 
 
-def render(results: list[tuple[str, dict]], window: dict, base, short: float, steps: int) -> str:
+def render(results: list[tuple[str, dict]], window: dict, base, short: float, steps: int, note: str = "") -> str:
     zero = results[0][1]["zero_shot"]
     lines = [
         "# child_zh benchmark: zero-shot vs LoRA vs S2-LoRA on whisper-base",
@@ -117,10 +118,12 @@ def render(results: list[tuple[str, dict]], window: dict, base, short: float, st
         "",
         f"Whisper pads every input to 30 s; the demo utterances last at most 6.3 s. With a {short:g} s encoder",
         f"window (positional embeddings sliced, mel features padded to {short:g} s), an S2-LoRA training update",
-        f"takes **1/{ratio:.1f}** of the time it takes with the 30 s window ({ratio:.1f}x faster; same run).",
+        f"takes **1/{ratio:.1f}** of the time it takes with the 30 s window ({ratio:.1f}x faster; median update",
+        "times, same script and machine).",
         f"Test CER: {s2['adapted']['rate']:.4f} with the {short:g} s window vs {window['adapted']['rate']:.4f} with",
         f"30 s ({100 * rel:+.1f} % relative). The recipe uses the short window only while that difference",
         "stays within +10 % relative.",
+        *([f"Run notes: {note}"] if note else []),
         "",
         "S2-LoRA stores one 512x512 basis pair per shape plus a rank-32 coefficient vector per matrix:",
         f"{s2['trainable']:,} trainable parameters for 72 matrices, against {results[0][1]['trainable']:,} for",
