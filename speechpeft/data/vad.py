@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 
 import numpy as np
 import torch
@@ -21,7 +22,10 @@ def _silero():
         raise SpeechPeftError("--vad needs silero-vad: pip install 'speechpeft[vad]'") from None
     finally:
         torch.set_num_threads(threads)  # importing silero_vad sets torch to one thread, process-wide
-    return load_silero_vad(), get_speech_timestamps
+    with warnings.catch_warnings():  # silero-vad's loader uses APIs its dependencies deprecate
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = load_silero_vad()
+    return model, get_speech_timestamps
 
 
 def speech_regions(audio: np.ndarray, sampling_rate: int = VAD_RATE) -> list[tuple[int, int]]:
