@@ -78,9 +78,16 @@ def pipeline_engine(merged: Path):
     kwargs = {"language": "en", "task": "transcribe", "num_beams": 1}
 
     def run(files):
+        # The pipeline cannot pad a long-form input into a batch of short ones (it raises a size
+        # mismatch), so files over 30 s go one at a time and the rest in batches: its best working setup.
         inputs = [{"raw": load_audio(f), "sampling_rate": 16_000} for f in files]
-        out = pipe(inputs, batch_size=BATCH, return_timestamps=True, generate_kwargs=kwargs)
-        return [o["text"].strip() for o in out]
+        short = [i for i, x in enumerate(inputs) if len(x["raw"]) <= 30 * 16_000]
+        long = [i for i in range(len(inputs)) if i not in short]
+        texts = {}
+        for idx, batch in ((short, BATCH), (long, 1)):
+            out = pipe([inputs[i] for i in idx], batch_size=batch, return_timestamps=True, generate_kwargs=kwargs)
+            texts.update({i: o["text"].strip() for i, o in zip(idx, out, strict=True)})
+        return [texts[i] for i in range(len(inputs))]
 
     return run
 
@@ -148,8 +155,9 @@ def render(times, wers, seconds, n_files, repeats) -> str:
         f"Files: {n_files} real English recordings, {seconds:.1f} s in all: five LibriVox clips (3-7 s) from",
         "Debian's pocketsphinx-testdata and one 139 s file made of those clips joined five times with 0.6 s",
         "pauses (long-form). Settings for every engine: language en, greedy (beam 1), no temperature",
-        f"fallback, segment timestamps, batch {BATCH} where the engine batches (faster-whisper's",
-        "`WhisperModel.transcribe` takes one file at a time). Wall time includes audio decoding, not model",
+        f"fallback, segment timestamps, batch {BATCH} where the engine batches (the pipeline batches the",
+        "short files only: it fails to pad the long one into a batch; faster-whisper's `WhisperModel.transcribe`",
+        "takes one file at a time). Wall time includes audio decoding, not model",
         f"loading; median of {repeats} interleaved runs. WER is pooled over the files (whisper_en",
         "normaliser), to show that no engine buys speed with worse output.",
         "",

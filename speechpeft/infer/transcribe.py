@@ -1,7 +1,8 @@
 """`speechpeft transcribe`: many files, any length, per-file adapters, subtitle outputs.
 
-The base model is loaded once. Files are grouped by adapter; each group swaps its adapter in
-(the kernel issue turns this into one mixed batch) and is decoded in batches of similar length.
+The base model is loaded once. Files are grouped by adapter; each group swaps its adapter in,
+merged into the weights (the kernel issue turns this into one mixed batch), and is decoded in
+batches of similar length.
 A file that fails is reported and skipped; the others complete.
 """
 
@@ -16,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
-from ..adapters import adapter_layers, load_adapter, read_adapter, unload_adapter
+from ..adapters import adapter_layers, load_adapter, merge_adapter, read_adapter, unload_adapter
 from ..data import audio_duration, load_audio
 from ..errors import SpeechPeftError
 from ..fs import atomic_write_text
@@ -90,15 +92,22 @@ def transcribe_files(
     full_window = host.max_window_seconds
     total = sum(d for _, d in todo)
     fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]"
+    slot = _AdapterSlot(host)
     with tqdm(total=total, desc="transcribe", bar_format=fmt, disable=not opts.progress) as bar:
-        for adapter, group in _groups(todo):
-            if not _use_adapter(host, adapter, opts.window_seconds or None, full_window, group, out):
-                bar.update(sum(d for _, d in group))
-                continue
-            meta = _meta(host, opts, adapter)
-            decode = _decode_vad if opts.vad else _decode_longform
-            for job, segments in decode(host, group, opts, bar, out):
-                _write(job, segments, opts, meta, out)
+        try:
+            for adapter, group in _groups(todo):
+                try:
+                    slot.use(adapter, opts.window_seconds, full_window)
+                except SpeechPeftError as e:  # every file of the group fails; the other groups go on
+                    out.failures += [(job.where, str(e)) for job, _ in group]
+                    bar.update(sum(d for _, d in group))
+                    continue
+                meta = _meta(host, opts, adapter)
+                decode = _decode_vad if opts.vad else _decode_longform
+                for job, segments in decode(host, group, opts, bar, out):
+                    _write(job, segments, opts, meta, out)
+        finally:
+            slot.clear()  # a host passed in leaves as it came: bare, base weights exact
     out.audio_seconds = total
     out.wall_seconds = time.time() - started
     return out
@@ -143,23 +152,40 @@ def _groups(todo: list[tuple[Job, float]]) -> list[tuple[str | None, list[tuple[
     return list(groups.items())
 
 
-def _use_adapter(host, adapter, window, full_window, group, out) -> bool:
-    """Swap ``adapter`` in (None: the bare model); on failure every file of the group fails."""
-    if adapter_layers(host.model):
-        unload_adapter(host.model, merge=False)
-    try:
-        if adapter is not None:
-            recorded = ((read_adapter(adapter).record or {}).get("host") or {}).get("window_seconds")
-            window = window or recorded
-        host.set_window(window or full_window)
-        if adapter is not None:
-            load_adapter(host.model, adapter)
-    except SpeechPeftError as e:
-        if adapter_layers(host.model):
-            unload_adapter(host.model, merge=False)
-        out.failures += [(job.where, str(e)) for job, _ in group]
-        return False
-    return True
+class _AdapterSlot:
+    """Holds one adapter at a time in the host, merged into the base weights while it decodes:
+    decoding then costs what the bare model costs. The base weights are saved before the merge
+    and copied back when the adapter leaves, so swapping never lets rounding drift accumulate."""
+
+    def __init__(self, host: WhisperHost):
+        self.host, self.saved = host, {}
+
+    def clear(self) -> None:
+        layers = adapter_layers(self.host.model)
+        with torch.no_grad():
+            for name, weight in self.saved.items():
+                layers[name].base_layer.weight.copy_(weight)
+                layers[name].merged = False
+        self.saved = {}
+        if layers:
+            unload_adapter(self.host.model, merge=False)
+
+    def use(self, adapter: str | None, window: float | None, full_window: float) -> None:
+        """Swap ``adapter`` in (None: the bare model). Raises SpeechPeftError, leaving the bare model."""
+        self.clear()
+        try:
+            if adapter is not None:
+                recorded = ((read_adapter(adapter).record or {}).get("host") or {}).get("window_seconds")
+                window = window or recorded
+            self.host.set_window(window or full_window)
+            if adapter is not None:
+                load_adapter(self.host.model, adapter)
+                layers = adapter_layers(self.host.model)
+                self.saved = {n: layer.base_layer.weight.detach().clone() for n, layer in layers.items()}
+                merge_adapter(self.host.model)
+        except SpeechPeftError:
+            self.clear()
+            raise
 
 
 def _meta(host: WhisperHost, opts: TranscribeOptions, adapter: str | None) -> dict[str, Any]:

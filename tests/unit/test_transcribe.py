@@ -197,3 +197,18 @@ def test_m4a_decodes_through_pyav_and_without_it_the_error_says_so(tmp_path, mon
     monkeypatch.setitem(sys.modules, "av", None)  # as if PyAV were not installed
     with pytest.raises(SpeechPeftError, match=r"\.m4a needs PyAV: pip install 'speechpeft\[av\]'"):
         load_audio(path, 16_000)
+
+
+def test_a_host_passed_in_leaves_bare_with_bit_exact_base_weights(setup, tiny_whisper_dir, tmp_path):
+    from speechpeft.adapters import adapter_layers
+    from speechpeft.infer import Job, TranscribeOptions, transcribe_files
+
+    _, audio, (ad0, ad1) = setup
+    host = load_whisper(str(tiny_whisper_dir), device="cpu")
+    before = {k: v.clone() for k, v in host.model.state_dict().items()}
+    jobs = [Job(audio[0], str(ad0), "a0"), Job(audio[1], str(ad1), "a1"), Job(audio[2], str(ad0), "a2")]
+    out = transcribe_files(jobs, TranscribeOptions(language="en", output_dir=tmp_path, progress=False), host=host)
+    assert out.done == ["a0", "a2", "a1"] and not out.failures  # grouped by adapter
+    assert not adapter_layers(host.model)
+    after = host.model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
