@@ -3,14 +3,15 @@ faster-whisper (CTranslate2) on the exported model. Same files, same settings, o
 machine. Writes bench/transcribe.md.
 
     pip install -e ".[test]" faster-whisper
-    python bench/transcribe.py                # about 15 minutes on 2 CPU cores
+    python bench/transcribe.py                # about 6 minutes on 2 CPU cores
 
 The adapter is a LoRA r=8 on q,v (zero-initialised, so every engine must produce whisper-base's
-own transcript; the cost of carrying it is what is measured). speechpeft runs it unmerged, as
-it would when switching adapters per file; the pipeline and faster-whisper run the merged
-export, their only way to use it. Audio decoding is inside every timed region; model loading is
-outside all of them. Each engine runs REPEATS times in interleaved order; the table shows the
-median wall time.
+own transcript; the cost of carrying it is what is measured). speechpeft loads the adapter
+file and merges it for as long as its files decode (as it does per adapter group with
+--adapter-map); the pipeline and faster-whisper run the merged export, their only way to use
+it. Audio decoding is inside every timed region; model loading is outside all of them. Each
+engine runs REPEATS times, the order rotating so that each engine takes each position once
+(4 repeats, 4 engines); the table shows the median wall time.
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ def pipeline_engine(merged: Path):
         long = [i for i in range(len(inputs)) if i not in short]
         texts = {}
         for idx, batch in ((short, BATCH), (long, 1)):
+            if not idx:
+                continue
             out = pipe([inputs[i] for i in idx], batch_size=batch, return_timestamps=True, generate_kwargs=kwargs)
             texts.update({i: o["text"].strip() for i, o in zip(idx, out, strict=True)})
         return [texts[i] for i in range(len(inputs))]
@@ -112,7 +115,7 @@ def faster_whisper_engine(ct2: Path):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--report", type=Path, default=HERE / "transcribe.md")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,15 +129,17 @@ def main() -> None:
         export(adapter, tmp / "merged", "hf")
         export(adapter, tmp / "ct2", "ct2")
         engines = {
-            "speechpeft transcribe (adapter unmerged)": speechpeft_engine(adapter, False, tmp / "o1"),
-            "speechpeft transcribe --vad (adapter unmerged)": speechpeft_engine(adapter, True, tmp / "o2"),
+            "speechpeft transcribe --adapter": speechpeft_engine(adapter, False, tmp / "o1"),
+            "speechpeft transcribe --adapter --vad": speechpeft_engine(adapter, True, tmp / "o2"),
             "transformers pipeline (merged export)": pipeline_engine(tmp / "merged"),
             "faster-whisper / CTranslate2 (ct2 export)": faster_whisper_engine(tmp / "ct2"),
         }
         times: dict[str, list[float]] = {k: [] for k in engines}
         wers: dict[str, float] = {}
+        names = list(engines)
         for rep in range(args.repeats):
-            for name, run in engines.items():
+            for name in names[rep % len(names) :] + names[: rep % len(names)]:  # each engine in each position
+                run = engines[name]
                 tick = time.perf_counter()
                 hyps = run(files)
                 times[name].append(time.perf_counter() - tick)
@@ -158,7 +163,7 @@ def render(times, wers, seconds, n_files, repeats) -> str:
         f"fallback, segment timestamps, batch {BATCH} where the engine batches (the pipeline batches the",
         "short files only: it fails to pad the long one into a batch; faster-whisper's `WhisperModel.transcribe`",
         "takes one file at a time). Wall time includes audio decoding, not model",
-        f"loading; median of {repeats} interleaved runs. WER is pooled over the files (whisper_en",
+        f"loading; median of {repeats} runs in rotating order. WER is pooled over the files (whisper_en",
         "normaliser), to show that no engine buys speed with worse output.",
         "",
         "| engine | wall time | audio s / wall s | vs pipeline | WER |",

@@ -209,10 +209,16 @@ def _load(job: Job, out: TranscribeOutcome) -> np.ndarray | None:
 
 
 def _decode_longform(host, group, opts, bar, out):
-    """Batches of similar-length files through Whisper's own long-form decoding."""
+    """Batches of similar-length files through Whisper's own long-form decoding.
+
+    Files that fit the window and longer files never share a batch: a long file would make every
+    short one in its batch compute features over the long one's padded length.
+    """
     group = sorted(group, key=lambda item: -item[1])
-    for start in range(0, len(group), opts.batch_size):
-        batch = group[start : start + opts.batch_size]
+    fits = [item for item in group if item[1] <= host.window_seconds]
+    longer = group[: len(group) - len(fits)]
+    batches = [part[i : i + opts.batch_size] for part in (longer, fits) for i in range(0, len(part), opts.batch_size)]
+    for batch in batches:
         loaded = [(job, _load(job, out)) for job, _ in batch]
         loaded = [(job, a) for job, a in loaded if a is not None]
         seconds = sum(d for _, d in batch)

@@ -208,7 +208,7 @@ def test_a_host_passed_in_leaves_bare_with_bit_exact_base_weights(setup, tiny_wh
     before = {k: v.clone() for k, v in host.model.state_dict().items()}
     jobs = [Job(audio[0], str(ad0), "a0"), Job(audio[1], str(ad1), "a1"), Job(audio[2], str(ad0), "a2")]
     out = transcribe_files(jobs, TranscribeOptions(language="en", output_dir=tmp_path, progress=False), host=host)
-    assert out.done == ["a0", "a2", "a1"] and not out.failures  # grouped by adapter
+    assert set(out.done[:2]) == {"a0", "a2"} and out.done[2] == "a1" and not out.failures  # grouped by adapter
     assert not adapter_layers(host.model)
     after = host.model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)

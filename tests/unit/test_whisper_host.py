@@ -78,3 +78,30 @@ def test_short_window_slices_positions_pads_features_and_restores(tiny_whisper_d
     assert torch.equal(after, before)
     with pytest.raises(SpeechPeftError, match=r"window_seconds must be in \(0, 3\]"):
         host.set_window(4)
+
+
+def test_cached_token_suppression_decodes_exactly_like_transformers(tiny_whisper_dir):
+    from speechpeft.models import whisper as hostmod
+
+    rng = np.random.default_rng(3)
+    arrays = [rng.standard_normal(16_000 * n).astype(np.float32) * 0.1 for n in (1, 2, 4)]  # the 4 s one is long-form
+    results, calls = [], []
+    original_call = hostmod._CachedSuppress.__call__
+
+    def spy(self, input_ids, scores):
+        calls.append(1)
+        return original_call(self, input_ids, scores)
+
+    for cached in (True, False):
+        host = hostmod.load_whisper(str(tiny_whisper_dir), device="cpu")
+        host.model.generation_config.suppress_tokens = list(range(60, 140))  # bytes the random model would emit
+        if not cached:
+            del host.model._retrieve_logit_processors  # the class's own method again
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(hostmod._CachedSuppress, "__call__", spy)
+            results.append(host.transcribe_segments(arrays, language="en"))
+        assert bool(calls) == cached
+        calls.clear()
+    assert results[0] == results[1]
+    host.model.generation_config.suppress_tokens = []
+    assert host.transcribe_segments(arrays, language="en") != results[0]  # the suppression mattered
