@@ -22,6 +22,7 @@ from .inject import (
 from .io import AdapterFile, load_adapter, read_adapter, save_adapter, summarize_adapter
 from .lora import LoRAConfig, LoRALinear
 from .s2lora import S2LoRAConfig, S2LoRALinear, s2lora_sparsity
+from .usat import USATAdapter, USATConfig
 
 __all__ = [
     "AdapterFile",
@@ -30,6 +31,8 @@ __all__ = [
     "LoRALinear",
     "S2LoRAConfig",
     "S2LoRALinear",
+    "USATAdapter",
+    "USATConfig",
     "adapter_kind",
     "adapter_layers",
     "adapter_parameters",

@@ -114,6 +114,9 @@ class AdapterLayer(nn.Module):
     """
 
     kind: ClassVar[str] = ""
+    # The module types this kind can wrap; `inject` refuses targets of any other type.
+    wraps: ClassVar[tuple[type[nn.Module], ...]] = (nn.Linear,)
+    mergeable: ClassVar[bool] = True
 
     def __init__(self, base_layer: nn.Linear, config: Any):
         super().__init__()
@@ -123,11 +126,11 @@ class AdapterLayer(nn.Module):
 
     @property
     def in_features(self) -> int:
-        return self.base_layer.in_features
+        return features(self.base_layer)[1]
 
     @property
     def out_features(self) -> int:
-        return self.base_layer.out_features
+        return features(self.base_layer)[0]
 
     @property
     def weight(self) -> torch.Tensor:
@@ -156,6 +159,8 @@ class AdapterLayer(nn.Module):
 
     @torch.no_grad()
     def merge(self) -> None:
+        if not self.mergeable:
+            raise SpeechPeftError(f"{self.kind} adapters are not linear in the weights; they cannot be merged")
         if not self.merged:
             w = self.base_layer.weight
             w += self.delta_weight().to(w.dtype)
@@ -184,6 +189,13 @@ class AdapterLayer(nn.Module):
     def summarize(cls, tensors: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         """Kind-specific facts for ``speechpeft adapters inspect`` (e.g. sparsity)."""
         return {}
+
+
+def features(module: nn.Module) -> tuple[int, int]:
+    """(d_out, d_in) of an ``nn.Linear`` or a ``nn.Conv1d`` (its channels)."""
+    if isinstance(module, nn.Conv1d):
+        return module.out_channels, module.in_channels
+    return module.out_features, module.in_features
 
 
 def adapter_dtype(base_weight: torch.Tensor) -> torch.dtype:

@@ -32,14 +32,14 @@ def _model_type(model: nn.Module) -> str:
     return getattr(getattr(model, "config", None), "model_type", "") or ""
 
 
-def match_targets(model: nn.Module, targets: Targets) -> list[str]:
-    """Names of the ``nn.Linear`` modules that ``targets`` selects, in model order.
+def match_targets(model: nn.Module, targets: Targets, wraps: tuple[type[nn.Module], ...] = (nn.Linear,)) -> list[str]:
+    """Names of the modules of a type in ``wraps`` that ``targets`` selects, in model order.
 
     ``targets`` is a preset name of this model type, a regex that must match the whole module
     name, or a tuple of exact names / dotted suffixes (``"q_proj"`` matches ``...self_attn.q_proj``).
 
     Raises:
-        TargetError: nothing matches, the regex is invalid, or a match is not an ``nn.Linear``.
+        TargetError: nothing matches, the regex is invalid, or a match is not of a type in ``wraps``.
     """
     presets = presets_for(model)
     if isinstance(targets, str):
@@ -56,11 +56,12 @@ def match_targets(model: nn.Module, targets: Targets) -> list[str]:
     names, wrong = [], []
     for name, module in model.named_modules():
         if name and selected(name):
-            (names if isinstance(module, nn.Linear) else wrong).append(name)
+            (names if isinstance(module, wraps) else wrong).append(name)
     if wrong:
         kinds = type(model.get_submodule(wrong[0])).__name__
+        allowed = " or ".join(f"nn.{t.__name__}" for t in wraps)
         raise TargetError(
-            f"targets {targets!r} ({how}) select {wrong[0]!r} ({kinds}), which is not nn.Linear; narrow the pattern"
+            f"targets {targets!r} ({how}) select {wrong[0]!r} ({kinds}), which is not {allowed}; narrow the pattern"
         )
     if not names:
         raise TargetError(_no_match_message(model, targets, how, presets))
@@ -91,7 +92,7 @@ def inject(model: nn.Module, config: Any) -> list[str]:
             f"the model already holds a {first.kind} adapter on {len(present)} modules; "
             "call unload_adapter(model) before injecting another"
         )
-    names = match_targets(model, config.targets)
+    names = match_targets(model, config.targets, kind.layer_cls.wraps)
     shared: dict = {}  # state a kind shares between its layers (S2-LoRA's bases)
     for name in names:
         parent_name, _, child = name.rpartition(".")

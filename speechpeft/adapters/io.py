@@ -26,7 +26,7 @@ from torch import nn
 
 from ..errors import AdapterFileError, BaseMismatchError, SpeechPeftError
 from ..fs import atomic_write, atomic_write_text
-from .base import AdapterLayer, adapter_kind, config_from_dict, config_to_dict
+from .base import AdapterLayer, adapter_kind, config_from_dict, config_to_dict, features
 from .inject import adapter_layers, count_parameters, inject
 from .lora import PEFT_PREFIX, config_from_peft, peft_config
 
@@ -241,7 +241,7 @@ def model_id(model: nn.Module) -> str | None:
 def _base_weight(module: nn.Module) -> torch.Tensor:
     if isinstance(module, AdapterLayer):
         w = module.base_layer.weight.detach()
-        return w - module.delta_weight().detach().to(w.dtype) if module.merged else w
+        return w - module.delta_weight().detach().to(w.dtype).view_as(w) if module.merged else w
     return module.weight.detach()
 
 
@@ -253,8 +253,8 @@ def describe_targets(model: nn.Module, names: list[str]) -> dict[str, tuple[int,
             module = model.get_submodule(name)
         except AttributeError:
             continue
-        if isinstance(module, (nn.Linear, AdapterLayer)):
-            out[name] = (module.out_features, module.in_features)
+        if isinstance(module, (nn.Linear, nn.Conv1d, AdapterLayer)):
+            out[name] = features(module.base_layer if isinstance(module, AdapterLayer) else module)
     return out
 
 

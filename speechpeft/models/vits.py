@@ -18,8 +18,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..adapters import inject, register_presets
 from ..errors import SpeechPeftError
 from .mas import monotonic_alignment
+
+_FLOW = r"flow\.flows\.\d+\.conv_pre|duration_predictor\.(conv_pre|conv_1)"
+_PHONEME = r"text_encoder\.encoder\.layers\.\d+\.attention\.out_proj"
+PRESETS = {
+    # USAT's flow adapter: every coupling layer of the flow, and the duration predictor's input
+    "usat_flow": _FLOW,
+    # USAT's phoneme adapter: the text encoder's attention output
+    "usat_phoneme": _PHONEME,
+    "usat": f"{_FLOW}|{_PHONEME}",
+}
+register_presets("vits", PRESETS)
 
 
 @dataclass
@@ -45,6 +57,10 @@ class VitsHost:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def inject(self, config: Any) -> list[str]:
+        """Inject an adapter; ``config.targets`` may name a preset (usat, usat_flow, usat_phoneme)."""
+        return inject(self.model, config)
 
     def spectrogram(self, arrays: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """Linear magnitude spectrograms (B, bins, frames), zero-padded, and their frame counts.

@@ -46,6 +46,7 @@ def test_training_loss_is_finite_differentiable_and_falls(stochastic, speakers):
     losses = []
     for _ in range(15):
         torch.manual_seed(0)  # the posterior sample and the duration noise
+        np.random.seed(0)  # transformers' VITS text encoder draws its LayerDrop from numpy
         out = host.loss(ids, mask, spec, frames, speaker)
         assert all(torch.isfinite(v) for v in out.values())
         opt.zero_grad()
