@@ -114,3 +114,47 @@ def write_tiny_recipe(path: Path, model_dir: Path, corpus: dict[str, Path], outp
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+VITS_LETTERS = "abcdefghijklmnopqrstuvwxyz '"
+
+
+def make_tiny_vits_dir(path: Path, num_speakers: int = 3, seed: int = 0) -> Path:
+    """A saved tiny VITS (multi-speaker when num_speakers > 1) with a character tokenizer."""
+    from transformers import VitsConfig, VitsModel, VitsTokenizer
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = {"<pad>": 0, "<unk>": 1, **{c: i + 2 for i, c in enumerate(VITS_LETTERS)}}
+    (path / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    tok = VitsTokenizer(str(path / "vocab.json"), phonemize=False, add_blank=True, normalize=True)
+    config = VitsConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, window_size=2, ffn_dim=64,
+        flow_size=16, spectrogram_bins=33, upsample_initial_channel=32, upsample_rates=[4, 4],
+        upsample_kernel_sizes=[8, 8], resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]],
+        prior_encoder_num_flows=2, prior_encoder_num_wavenet_layers=2, posterior_encoder_num_wavenet_layers=2,
+        wavenet_kernel_size=3, duration_predictor_filter_channels=32, duration_predictor_flow_bins=4,
+        depth_separable_num_layers=2, num_speakers=num_speakers, speaker_embedding_size=8 if num_speakers > 1 else 0,
+        sampling_rate=16_000,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    VitsModel(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+CLONE_TEXTS = ["hello there", "a small cat", "it is raining", "i am hungry", "thank you", "good night"]
+
+
+def make_clone_references(folder: Path, n: int = 20, rate: int = 16_000) -> Path:
+    """``n`` synthetic 'utterances' of one voice (harmonics of one pitch) and a manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        seconds = 1.2 + 0.05 * (i % 7)
+        t = np.arange(int(seconds * rate)) / rate
+        f0 = 180 + 10 * np.sin(2 * np.pi * 0.7 * t + i)
+        audio = sum(0.2 / k * np.sin(2 * np.pi * k * np.cumsum(f0) / rate) for k in (1, 2, 3))
+        sf.write(folder / f"r{i:02d}.wav", audio.astype(np.float32), rate)
+        rows.append({"audio_filepath": f"r{i:02d}.wav", "text": CLONE_TEXTS[i % len(CLONE_TEXTS)]})
+    (folder / "refs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return folder / "refs.jsonl"

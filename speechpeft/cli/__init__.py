@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..errors import SpeechPeftError
-from . import adapters, evaluate, export, train, transcribe
+from . import adapters, evaluate, export, train, transcribe, tts
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_parser(sub)
     evaluate.add_parser(sub)
     export.add_parser(sub)
+    tts.add_parsers(sub)
     adapters.add_parser(sub)
     return parser
 

@@ -21,6 +21,7 @@ from ..adapters.io import CONFIG, WEIGHTS
 from ..adapters.lora import peft_config
 from ..adapters.s2lora import s2lora_as_lora
 from ..errors import SpeechPeftError
+from ..fs import atomic_dir
 from .whisper import load_whisper
 
 FORMATS = ("peft", "hf", "ct2")
@@ -59,7 +60,7 @@ def export(
         "hf": lambda tmp: _write_merged(adapter, base, tmp),
         "ct2": lambda tmp: _write_ct2(adapter, base, tmp, quantization),
     }[fmt]
-    _atomic_dir(out, write)
+    atomic_dir(out, write)
     return out
 
 
@@ -100,22 +101,3 @@ def _write_ct2(adapter: str | Path, base: str, tmp: Path, quantization: str | No
         _write_merged(adapter, base, Path(merged))
         copy = [f for f in ("tokenizer.json", "preprocessor_config.json") if (Path(merged) / f).exists()]
         TransformersConverter(merged, copy_files=copy).convert(str(tmp), quantization=quantization, force=True)
-
-
-def _atomic_dir(out: Path, write: Callable[[Path], None]) -> None:
-    """Build the directory beside ``out`` and rename it into place; on failure nothing remains."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        write(tmp)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -58,6 +58,31 @@ class VitsHost:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def tokenize(self, texts: Sequence[str], where: Sequence[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``input_ids`` and ``attention_mask`` (B, T) for ``texts``.
+
+        Raises:
+            SpeechPeftError: a text has letters the tokenizer cannot spell (it would drop them
+                silently), or nothing left to say; the message names ``where[i]``.
+        """
+        tok = self.tokenizer
+        if tok is None:
+            raise SpeechPeftError("this VITS host has no tokenizer (a model built from a config)")
+        vocab = set(tok.get_vocab())
+        for i, text in enumerate(texts):
+            name = where[i] if where else f"text #{i}"
+            if not tok.phonemize:  # character vocabularies: letters outside it would vanish
+                normal = tok.normalize_text(text) if tok.normalize else text
+                bad = sorted({c for c in normal if c.isalnum() and c not in vocab})
+                if bad:
+                    raise SpeechPeftError(
+                        f"{name}: this model's tokenizer cannot spell {''.join(bad)!r} (in {text[:40]!r})"
+                    )
+            if not tok(text).input_ids:
+                raise SpeechPeftError(f"{name}: nothing to say after the tokenizer's normalisation: {text[:40]!r}")
+        enc = tok(list(texts), padding=True, return_tensors="pt")
+        return enc.input_ids.to(self.device), enc.attention_mask.to(self.device)
+
     def inject(self, config: Any) -> list[str]:
         """Inject an adapter; ``config.targets`` may name a preset (usat, usat_flow, usat_phoneme)."""
         return inject(self.model, config)
@@ -193,3 +218,21 @@ def _forward_with_vector(model: nn.Module, input_ids: torch.Tensor, g: torch.Ten
         return model(input_ids=input_ids, speaker_id=0)
     finally:
         model.embed_speaker = table
+
+
+def load_vits(name_or_path: str, device: str | torch.device | None = None) -> VitsHost:
+    """Load a VITS model and its tokenizer by hub id or local path (fp32).
+
+    Raises:
+        SpeechPeftError: the model cannot be found or loaded.
+    """
+    from transformers import VitsModel, VitsTokenizer
+
+    try:
+        model = VitsModel.from_pretrained(name_or_path, dtype=torch.float32)
+        tokenizer = VitsTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise SpeechPeftError(f"cannot load VITS model {name_or_path!r}: {first}") from None
+    model.to(torch.device(device) if device else torch.device("cpu")).eval()
+    return VitsHost(model, tokenizer)

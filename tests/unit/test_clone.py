@@ -1,0 +1,106 @@
+"""speechpeft clone / synthesize on tiny random VITS models (single- and multi-speaker)."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+from tiny import make_clone_references, make_tiny_vits_dir
+
+from speechpeft.cli import main
+
+
+@pytest.fixture(scope="module")
+def refs(tmp_path_factory):
+    return make_clone_references(tmp_path_factory.mktemp("refs"), n=20)
+
+
+@pytest.mark.parametrize("speakers", [3, 1])
+def test_clone_lowers_held_out_loss_quickly_and_stays_small_then_synthesizes(refs, tmp_path, capsys, speakers):
+    base = make_tiny_vits_dir(tmp_path / "base", num_speakers=speakers)
+    out = tmp_path / "voice"
+    tick = time.time()
+    args = ["clone", "--base", str(base), "--reference", str(refs.parent), "--manifest", str(refs)]
+    assert main([*args, "--name", "kid", "-o", str(out), "--steps", "60", "--no-progress"]) == 0
+    assert time.time() - tick <= 120
+    report = json.loads((out / "clone.json").read_text())
+    assert report["references"] == 20 and len(report["held_out"]) == 4
+    assert report["held_out_loss"]["after"] < report["held_out_loss"]["before"]
+    assert report["speaker_vector"] == (speakers > 1)
+    assert "held-out loss" in capsys.readouterr().out
+    # the tiny model is far smaller than a real VITS; tests/unit/test_usat.py checks the 1 % bound at full size
+    assert report["trainable_parameters"] < report["base_parameters"]
+
+    bare = ["--speaker-id", "0"] if speakers > 1 else []  # a multi-speaker base needs some speaker
+    for i, speaker in enumerate((bare, ["--speaker", str(out)])):
+        wav = tmp_path / f"out{i}.wav"
+        assert main(["synthesize", "--base", str(base), *speaker, "hello cat", "-o", str(wav)]) == 0
+        audio, rate = sf.read(wav)
+        assert rate == 16_000 and audio.ndim == 1 and len(audio) > 0 and np.isfinite(audio).all()
+
+
+def test_a_text_file_gives_numbered_wavs(tmp_path):
+    base = make_tiny_vits_dir(tmp_path / "base", num_speakers=1)
+    (tmp_path / "lines.txt").write_text("hello there\n\ngood night\n")
+    assert main(["synthesize", "--base", str(base), str(tmp_path / "lines.txt"), "-o", str(tmp_path / "s.wav")]) == 0
+    assert sorted(p.name for p in tmp_path.glob("s_*.wav")) == ["s_001.wav", "s_002.wav"]
+
+
+def bad_reference_run(tmp_path, refs, capsys, make_bad):
+    base = make_tiny_vits_dir(tmp_path / "base", num_speakers=3)
+    folder = tmp_path / "r"
+    folder.mkdir()
+    rows = [json.loads(line) for line in refs.read_text().splitlines()][:4]
+    for row in rows:
+        (folder / row["audio_filepath"]).write_bytes((refs.parent / row["audio_filepath"]).read_bytes())
+    manifest = folder / "refs.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    make_bad(folder, manifest)
+    args = ["clone", "--base", str(base), "--reference", str(folder), "--manifest", str(manifest)]
+    code = main([*args, "--name", "x", "-o", str(tmp_path / "out"), "--steps", "2", "--no-progress"])
+    err = capsys.readouterr().err
+    ours = [line for line in err.splitlines() if line.startswith("speechpeft:")]  # not transformers' load bars
+    assert "Traceback" not in err and len(ours) <= 1
+    return code, "\n".join(ours)
+
+
+def _add(folder, manifest, name, audio, rate=16_000, text="hello"):
+    sf.write(folder / name, audio, rate)
+    with manifest.open("a") as f:
+        f.write(json.dumps({"audio_filepath": name, "text": text}) + "\n")
+
+
+@pytest.mark.parametrize(
+    "make_bad, message",
+    [
+        (lambda f, m: _add(f, m, "quiet.wav", np.zeros(32_000, np.float32)), "quiet.wav: reference is silent"),
+        (lambda f, m: _add(f, m, "short.wav", np.full(4000, 0.1, np.float32)), "reference lasts 0.25 s; at least 1 s"),
+        (
+            lambda f, m: (
+                (f / "broken.wav").write_bytes(b"RIFF????WAVEjunk"),
+                _add(f, m, "ok.wav", np.full(20000, 0.1, np.float32)),
+                m.write_text(m.read_text() + json.dumps({"audio_filepath": "broken.wav", "text": "hi"}) + "\n"),
+            ),
+            "broken.wav",
+        ),  # noqa: E501
+        (
+            lambda f, m: _add(f, m, "greek.wav", np.sin(np.arange(24_000) * 0.1).astype(np.float32), text="καλημέρα"),
+            "cannot spell",
+        ),  # noqa: E501
+    ],
+    ids=["silent", "too-short", "unreadable", "unspellable-text"],
+)
+def test_bad_references_are_one_line_errors_and_leave_nothing(tmp_path, refs, capsys, make_bad, message):
+    code, err = bad_reference_run(tmp_path, refs, capsys, make_bad)
+    assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_reference_at_another_rate_is_resampled_not_refused(tmp_path, refs, capsys):
+    def add_44k(folder, manifest):
+        t = np.arange(44_100 * 2) / 44_100
+        _add(folder, manifest, "hi_rate.wav", (0.2 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), rate=44_100)
+
+    code, err = bad_reference_run(tmp_path, refs, capsys, add_44k)
+    assert code == 0 and (tmp_path / "out" / "clone.json").is_file(), err
