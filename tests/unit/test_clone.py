@@ -29,8 +29,7 @@ def test_clone_lowers_held_out_loss_quickly_and_stays_small_then_synthesizes(ref
     assert report["held_out_loss"]["after"] < report["held_out_loss"]["before"]
     assert report["speaker_vector"] == (speakers > 1)
     assert "held-out loss" in capsys.readouterr().out
-    # the tiny model is far smaller than a real VITS; tests/unit/test_usat.py checks the 1 % bound at full size
-    assert report["trainable_parameters"] < report["base_parameters"]
+    assert report["trainable_parameters"] <= 0.01 * report["base_parameters"]
 
     bare = ["--speaker-id", "0"] if speakers > 1 else []  # a multi-speaker base needs some speaker
     for i, speaker in enumerate((bare, ["--speaker", str(out)])):
