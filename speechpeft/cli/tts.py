@@ -19,6 +19,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", required=True, help="the speaker's name")
     p.add_argument("-o", "--output", required=True, help="speaker directory to write")
     p.add_argument("--steps", type=int, default=200)
+    p.add_argument(
+        "--variant",
+        default="usat",
+        choices=["usat", "embedding", "full"],
+        help="usat: speaker vector + USAT adapters (default); embedding: the vector only; "
+        "full: fine-tune the flow, duration predictor and text-encoder attention whole",
+    )
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_clone)
@@ -49,7 +56,9 @@ def run_clone(args: argparse.Namespace) -> int:
             raise SpeechPeftError(f"{f}: no transcript for this reference in {args.manifest}")
         refs.append(Reference(f, texts[f.resolve()], str(f)))
     host = load_vits(args.base)
-    opts = CloneOptions(name=args.name, output=out, steps=args.steps, progress=not args.no_progress)
+    opts = CloneOptions(
+        name=args.name, output=out, steps=args.steps, variant=args.variant, progress=not args.no_progress
+    )
     report = clone(host, refs, opts)
     loss = report["held_out_loss"]
     print(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,11 @@ from ..fs import atomic_dir
 from ..models.vits import VitsHost
 
 SPEAKER_FILE = "speaker.safetensors"
+FINETUNED_FILE = "finetuned.safetensors"  # variant "full": the fine-tuned modules themselves
+# variant "full" fine-tunes every module USAT adapts, whole: the flow, the duration predictor
+# and the text encoder's attention blocks
+FULL_MODULES = r"flow|duration_predictor|text_encoder\.encoder\.layers\.\d+\.attention"
+VARIANTS = ("embedding", "usat", "full")
 REPORT_FILE = "clone.json"
 MIN_SECONDS = 1.0  # a shorter reference holds too little of the voice (and too few frames to align)
 SILENT_RMS = 1e-4
@@ -50,6 +56,13 @@ class CloneOptions:
     batch_size: int = 8
     seed: int = 0
     progress: bool = True
+    variant: str = "usat"  # "embedding" (speaker vector only), "usat" (+ adapters), "full" (modules fine-tuned)
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise SpeechPeftError(f"unknown clone variant {self.variant!r}; choose from {', '.join(VARIANTS)}")
+        if self.steps < 1:
+            raise SpeechPeftError(f"steps must be >= 1, got {self.steps}")
 
 
 def load_references(refs: Sequence[Reference], rate: int) -> list[np.ndarray]:
@@ -94,8 +107,7 @@ def clone(host: VitsHost, refs: Sequence[Reference], opts: CloneOptions) -> dict
         speaker = torch.nn.Parameter(host.model.embed_speaker.weight.detach().mean(0).clone())
     before = _held_out_loss(host, batches["held"], speaker, opts.seed)
     base = sum(p.numel() for p in host.model.parameters())
-    host.inject(USATConfig(bottleneck=opts.bottleneck, targets="usat"))
-    params = adapter_parameters(host.model) + ([speaker] if speaker is not None else [])
+    params = _trainable(host, opts, speaker)
     optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=0.0)
     host.model.train()
     rng = random.Random(opts.seed)
@@ -120,12 +132,18 @@ def clone(host: VitsHost, refs: Sequence[Reference], opts: CloneOptions) -> dict
         "trainable_parameters": added,
         "base_parameters": base,
         "fraction_of_base": round(added / base, 5),
+        "variant": opts.variant,
         "speaker_vector": speaker is not None,
         "wall_seconds": round(time.time() - started, 1),
     }
 
     def write(tmp: Path) -> None:
-        save_adapter(host.model, tmp, extra={"speaker_name": opts.name})
+        if opts.variant == "usat":
+            save_adapter(host.model, tmp, extra={"speaker_name": opts.name})
+        elif opts.variant == "full":
+            names = {id(p) for p in params}
+            state = {n: p.detach().cpu().contiguous() for n, p in host.model.named_parameters() if id(p) in names}
+            save_file(state, str(tmp / FINETUNED_FILE), metadata={"name": opts.name})
         vector = {"speaker_embedding": speaker.detach().cpu().contiguous()} if speaker is not None else {}
         save_file(vector, str(tmp / SPEAKER_FILE), metadata={"name": opts.name})
         report["bytes"] = sum(f.stat().st_size for f in tmp.iterdir())
@@ -144,9 +162,34 @@ def load_speaker(host: VitsHost, folder: str | Path) -> torch.Tensor | None:
     folder = Path(folder)
     if not (folder / SPEAKER_FILE).is_file():
         raise SpeechPeftError(f"'{folder}' is not a speaker directory (no {SPEAKER_FILE}); make one with clone")
-    load_adapter(host.model, folder)
+    if (folder / FINETUNED_FILE).is_file():
+        state = load_file(str(folder / FINETUNED_FILE))
+        own = dict(host.model.named_parameters())
+        bad = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+        if bad:
+            raise SpeechPeftError(f"{folder / FINETUNED_FILE}: {bad[0]!r} does not fit this base model")
+        host.model.load_state_dict(state, strict=False)
+    elif (folder / "adapter_model.safetensors").is_file():
+        load_adapter(host.model, folder)
     vector = load_file(str(folder / SPEAKER_FILE)).get("speaker_embedding")
     return vector.to(host.device) if vector is not None else None
+
+
+def _trainable(host: VitsHost, opts: CloneOptions, speaker: torch.nn.Parameter | None) -> list[torch.nn.Parameter]:
+    """What the variant trains: the speaker vector, plus USAT adapters or the speaker-relevant modules."""
+    vector = [speaker] if speaker is not None else []
+    if opts.variant == "embedding":
+        if speaker is None:
+            raise SpeechPeftError("variant 'embedding' needs a multi-speaker base (one with a speaker table)")
+        return vector
+    if opts.variant == "usat":
+        host.inject(USATConfig(bottleneck=opts.bottleneck, targets="usat"))
+        return adapter_parameters(host.model) + vector
+    modules = [m for n, m in host.model.named_modules() if re.fullmatch(FULL_MODULES, n)]
+    params = [p for m in modules for p in m.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    return params + vector
 
 
 def _batch(host, arrays, ids, mask, idx):
