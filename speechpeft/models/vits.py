@@ -184,6 +184,15 @@ class VitsHost:
         kl = torch.sum(kl * y_mask) / y_mask.sum()
         return {"kl": kl, "duration": duration, "loss": kl + duration}
 
+    def synthesize(self, text: str, speaker: torch.Tensor | int | None = None, seed: int | None = 0) -> np.ndarray:
+        """Waveform (float32, at ``sampling_rate``) of ``text``; ``speaker`` is a table id or a vector.
+
+        Raises:
+            SpeechPeftError: text the tokenizer cannot spell, or a speaker that does not fit the model.
+        """
+        ids, _ = self.tokenize([text])
+        return self.synthesize_ids(ids, speaker, seed)
+
     @torch.no_grad()
     def synthesize_ids(
         self, input_ids: torch.Tensor, speaker: torch.Tensor | int | None = None, seed: int | None = 0

@@ -39,6 +39,17 @@ def test_clone_lowers_held_out_loss_quickly_and_stays_small_then_synthesizes(ref
         assert rate == 16_000 and audio.ndim == 1 and len(audio) > 0 and np.isfinite(audio).all()
 
 
+def test_host_synthesize_speaks_text_and_refuses_unspellable_text(tmp_path):
+    from speechpeft.errors import SpeechPeftError
+    from speechpeft.models.vits import load_vits
+
+    host = load_vits(str(make_tiny_vits_dir(tmp_path / "base", num_speakers=1)))
+    wave = host.synthesize("a cat")
+    assert wave.dtype == np.float32 and wave.size % host.hop_length == 0 and wave.size > 0
+    with pytest.raises(SpeechPeftError, match="text #0: this model's tokenizer cannot spell '24'"):
+        host.synthesize("a cat 42")
+
+
 def test_a_text_file_gives_numbered_wavs(tmp_path):
     base = make_tiny_vits_dir(tmp_path / "base", num_speakers=1)
     (tmp_path / "lines.txt").write_text("hello there\n\ngood night\n")
