@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 AUDIO = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus"}
@@ -121,6 +120,7 @@ def _reference_files(items: list[str]) -> list[Path]:
 
 
 def _manifest_texts(manifest: str) -> dict[Path, str]:
+    from ..data.manifest import json_object
     from ..errors import SpeechPeftError
 
     path, texts = Path(manifest), {}
@@ -129,11 +129,10 @@ def _manifest_texts(manifest: str) -> dict[Path, str]:
     for lineno, line in enumerate(path.read_text("utf-8").splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-            audio, text = Path(row["audio_filepath"]), row["text"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise SpeechPeftError(f"{path}:{lineno}: needs a JSON object with audio_filepath and text ({e})") from None
+        row = json_object(line, f"{path}:{lineno}")
+        if not isinstance(row.get("audio_filepath"), str) or not isinstance(row.get("text"), str):
+            raise SpeechPeftError(f"{path}:{lineno}: needs string fields 'audio_filepath' and 'text'")
+        audio, text = Path(row["audio_filepath"]), row["text"]
         texts[(audio if audio.is_absolute() else path.parent / audio).resolve()] = str(text)
     return texts
 

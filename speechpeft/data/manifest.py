@@ -51,13 +51,23 @@ def read_manifest(path: str | Path) -> list[Utterance]:
     return out
 
 
-def _parse(line: str, where: str, folder: Path) -> Utterance:
+def json_object(line: str, where: str) -> dict:
+    """One JSONL line as a dict.
+
+    Raises:
+        ManifestError: not valid JSON, or not an object; the message starts with ``where``.
+    """
     try:
         row = json.loads(line)
     except json.JSONDecodeError as e:
         raise ManifestError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
     if not isinstance(row, dict):
         raise ManifestError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    return row
+
+
+def _parse(line: str, where: str, folder: Path) -> Utterance:
+    row = json_object(line, where)
     for key in REQUIRED:
         if key not in row:
             raise ManifestError(f"{where}: missing required field {key!r}")

@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.manifest import json_object
 from ..errors import SpeechPeftError
 
 BARE = {"", "none", "null", "base"}
@@ -135,12 +136,7 @@ def _manifest_jobs(text: str, path: Path) -> list[Job]:
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SpeechPeftError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(row, dict):
-            raise SpeechPeftError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        row = json_object(line, where)
         audio = row.get("audio_filepath")
         if not isinstance(audio, str) or not audio:
             raise SpeechPeftError(f"{where}: missing or empty 'audio_filepath'")
