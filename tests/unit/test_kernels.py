@@ -1,0 +1,87 @@
+"""The Triton kernels under TRITON_INTERPRET=1 (CPU) against the pure-torch reference.
+
+The interpreter is chosen when a kernel is defined, so the variable is set before
+speechpeft.kernels.triton_lora is first imported (a subprocess keeps the rest of the suite clean).
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from speechpeft.kernels import batched_lora, batched_s2lora, reference
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def loop_lora(x, w, b, ids, a, bb, scale):  # the docstring's loop, literally
+    y = torch.nn.functional.linear(x, w, b)
+    for i in range(x.shape[0]):
+        if ids[i] >= 0:
+            n = int(ids[i])
+            h = x[i].float() @ a[n].float().T
+            y[i] += (scale[n] * h @ bb[n].float().T).to(y.dtype)
+    return y
+
+
+def test_reference_lora_equals_the_loop_and_cpu_dispatch_uses_it():
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(4, 5, 16, generator=g), torch.randn(12, 16, generator=g)
+    a, bb = torch.randn(3, 4, 16, generator=g), torch.randn(3, 12, 4, generator=g)
+    ids, scale = torch.tensor([2, -1, 0, 2]), torch.tensor([0.5, 1.0, 2.0])
+    expected = loop_lora(x, w, None, ids, a, bb, scale)
+    torch.testing.assert_close(reference.batched_lora(x, w, None, ids, a, bb, scale), expected)
+    torch.testing.assert_close(batched_lora(x, w, None, ids, a, bb, scale), expected)  # CPU -> reference
+    lam = torch.randn(3, 4, generator=g)
+    s2 = batched_s2lora(x, w, None, ids, a[0], bb[0], lam, 0.5)
+    lam_as_lora = [bb[0] * (lam[n] * 0.5)[None, :] for n in range(3)]  # S2-LoRA = LoRA with B·diag(λ·s)
+    torch.testing.assert_close(s2, loop_lora(x, w, None, ids, a[0].expand(3, 4, 16), torch.stack(lam_as_lora),
+                                             torch.ones(3)))  # fmt: skip
+
+
+KERNEL_CHECK = r"""
+import itertools, torch
+from speechpeft.kernels import reference, triton_lora
+g = torch.Generator().manual_seed(0)
+for d, r, n, dtype in itertools.product((64, 384), (4, 16), (1, 3), (torch.float32, torch.float16)):
+    x = torch.randn(3, 5, d, generator=g).to(dtype)
+    w = (torch.randn(48, d, generator=g) / d**0.5).to(dtype)
+    bias = torch.randn(48, generator=g).to(dtype)
+    a = (torch.randn(n, r, d, generator=g) / d**0.5).to(dtype)
+    b = torch.randn(n, 48, r, generator=g).to(dtype)
+    ids = torch.tensor([n - 1, -1, 0])
+    scale = torch.rand(n, generator=g) + 0.5
+    tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(triton_lora.batched_lora(x, w, bias, ids, a, b, scale),
+                               reference.batched_lora(x, w, bias, ids, a, b, scale), **tol)
+    lam = torch.randn(n, r, generator=g)
+    a0, b0 = a[0].contiguous(), b[0].contiguous()
+    torch.testing.assert_close(triton_lora.batched_s2lora(x, w, bias, ids, a0, b0, lam, 0.7),
+                               reference.batched_s2lora(x, w, bias, ids, a0, b0, lam, 0.7), **tol)
+    print("ok", d, r, n, dtype)
+"""
+
+
+def test_triton_kernels_match_the_reference_in_the_interpreter():
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-c", KERNEL_CHECK], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("ok") == 16  # d x r x N x dtype
+
+
+def test_launcher_asserts_shapes_and_contiguity():
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    code = (
+        "import torch\nfrom speechpeft.kernels import triton_lora as k\n"
+        "x = torch.randn(2, 3, 8).transpose(1, 2)\n"
+        "try:\n    k.batched_lora(x, torch.randn(4, 3), None, torch.tensor([0, 0]), torch.randn(1, 2, 3),"
+        " torch.randn(1, 4, 2), torch.ones(1))\nexcept AssertionError as e:\n    print('refused:', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert "refused: x must be contiguous" in out.stdout, out.stderr[-2000:]
