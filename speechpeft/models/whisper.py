@@ -5,9 +5,10 @@ Works on transformers' ``WhisperForConditionalGeneration`` with adapters attache
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -214,13 +215,15 @@ class WhisperHost:
         sampling_rate: int = SAMPLING_RATE,
         batch_size: int = 8,
         max_new_tokens: int | None = None,
+        adapter_ids: Sequence[int] | None = None,
     ) -> list[str]:
         """Transcribe (or translate) short utterances (≤ 30 s each); adapters stay active.
 
         ``language`` (a code such as ``"zh"`` or a name such as ``"chinese"``) is forced through
         ``generate(language=...)``, the current transformers way; None lets Whisper detect it.
         ``max_new_tokens`` caps each output (None: the model's limit), which bounds the cost of
-        the repetition loops an unadapted model can fall into.
+        the repetition loops an unadapted model can fall into. ``adapter_ids`` (one per array)
+        picks each utterance's adapter from a bank (``adapters.bank.load_bank``) in one batch.
 
         Raises:
             SpeechPeftError: bad audio (see ``features``), unknown language or task, beam < 1.
@@ -234,7 +237,8 @@ class WhisperHost:
         try:
             for start in range(0, len(arrays), batch_size):
                 feats = self.features(arrays[start : start + batch_size], sampling_rate)
-                ids = self.model.generate(input_features=feats, **kwargs)
+                with self._adapters_for(adapter_ids, start, batch_size):
+                    ids = self.model.generate(input_features=feats, **kwargs)
                 texts += [t.strip() for t in self._processor().batch_decode(ids, skip_special_tokens=True)]
         finally:
             self.model.train(was_training)
@@ -248,6 +252,7 @@ class WhisperHost:
         task: str = "transcribe",
         beam: int = 1,
         progress: Callable[[float], None] | None = None,
+        adapter_ids: Sequence[int] | None = None,
     ) -> list[list[Segment]]:
         """Timed segments for audio of any length (16 kHz mono arrays); adapters stay active.
 
@@ -276,14 +281,15 @@ class WhisperHost:
         was_training = self.model.training
         self.model.eval()
         try:
-            result = self.model.generate(
-                input_features=out.input_features.to(self.device, self.dtype),
-                attention_mask=out.attention_mask.to(self.device),
-                return_timestamps=True,
-                return_segments=True,
-                monitor_progress=monitor,
-                **kwargs,
-            )
+            with self._adapters_for(adapter_ids, 0, len(arrays)):
+                result = self.model.generate(
+                    input_features=out.input_features.to(self.device, self.dtype),
+                    attention_mask=out.attention_mask.to(self.device),
+                    return_timestamps=True,
+                    return_segments=True,
+                    monitor_progress=monitor,
+                    **kwargs,
+                )
         finally:
             self.model.train(was_training)
         tok = self._processor().tokenizer
@@ -296,6 +302,38 @@ class WhisperHost:
                     mine.append(Segment(float(seg["start"]), float(seg["end"]), text))
             segments.append(mine)
         return segments
+
+    def _adapters_for(self, ids: Sequence[int] | None, start: int, size: int) -> Any:
+        if ids is None:
+            return contextlib.nullcontext()
+        if len(ids) < start + size:
+            raise SpeechPeftError(f"adapter_ids has {len(ids)} entries; the batch needs one per utterance")
+        return self.mixed_adapters(list(ids)[start : start + size])
+
+    @contextlib.contextmanager
+    def mixed_adapters(self, ids: Sequence[int]) -> Iterator[None]:
+        """Decode a batch where row i uses bank adapter ``ids[i]`` (-1: none); see ``adapters.bank``.
+
+        transformers' Whisper generate drops finished items from its batch between passes; the
+        bank's ids follow (its ``_maybe_reduce_batch`` is wrapped for the duration), so every row
+        keeps its own adapter. Beam rows repeat their utterance's id.
+        """
+        from ..adapters.bank import bank_ids, set_bank_ids
+
+        full = torch.as_tensor(list(ids), dtype=torch.int64, device=self.device)
+        original = self.model._maybe_reduce_batch
+
+        def reduce(input_features, seek, max_frames, cur_bsz, batch_idx_map):
+            out = original(input_features, seek, max_frames, cur_bsz, batch_idx_map)
+            set_bank_ids(self.model, full[torch.as_tensor(out[2], dtype=torch.int64, device=full.device)])
+            return out
+
+        with bank_ids(self.model, full):
+            self.model._maybe_reduce_batch = reduce
+            try:
+                yield
+            finally:
+                del self.model._maybe_reduce_batch
 
     def _decode_kwargs(self, language: str | None, task: str, beam: int) -> dict[str, Any]:
         if task not in ("transcribe", "translate"):

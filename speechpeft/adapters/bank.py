@@ -1,0 +1,184 @@
+"""A bank of adapters in one model, where every utterance of a batch picks its own.
+
+``load_bank(model, [dir, ...])`` wraps each targeted ``nn.Linear`` once and stacks every
+adapter's weights beside it; ``with bank_ids(model, ids):`` sets the adapter of each batch row
+(-1: none) for the forward passes inside. LoRA and S2-LoRA adapters mix freely: S2-LoRA is
+converted exactly to LoRA (A, scale·B·diag(λ)). When every adapter is S2-LoRA on one shared
+basis, the bank keeps the basis once and only the λ rows differ, and the shrink x·Aᵀ runs once
+for the whole batch. The kernels do the arithmetic (Triton on CUDA, the torch reference elsewhere).
+
+Rows may be a multiple of the ids (beam search repeats each utterance ``beams`` times in a
+row, as transformers does); each block of rows takes its utterance's adapter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import SpeechPeftError
+from ..kernels import batched_lora, batched_s2lora
+from .io import AdapterFile, _check_structure, _check_weights, read_adapter
+from .lora import PEFT_PREFIX
+from .s2lora import BASIS_PREFIX, basis_key, s2lora_as_lora
+
+
+class BankLinear(nn.Module):
+    """A frozen ``nn.Linear`` with N adapters stacked; ``ids`` picks one per batch row."""
+
+    def __init__(self, base_layer: nn.Linear):
+        super().__init__()
+        self.base_layer = base_layer
+        self.ids: torch.Tensor | None = None
+        self.shared_basis = False
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base_layer.weight
+
+    def set_lora(self, a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> None:
+        self.register_buffer("lora_a", a.contiguous(), persistent=False)  # (N, r, d_in)
+        self.register_buffer("lora_b", b.contiguous(), persistent=False)  # (N, d_out, r)
+        self.register_buffer("scale", scale, persistent=False)  # (N,)
+
+    def set_s2lora(self, a: torch.Tensor, b: torch.Tensor, lam: torch.Tensor, scale: float) -> None:
+        self.shared_basis = True
+        self.register_buffer("basis_a", a.contiguous(), persistent=False)  # (r, d_in)
+        self.register_buffer("basis_b", b.contiguous(), persistent=False)  # (d_out, r)
+        self.register_buffer("lam", lam.contiguous(), persistent=False)  # (N, r)
+        self.s2_scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ids = self.ids
+        if ids is None:
+            return self.base_layer(x)
+        rows = x.shape[0]
+        if rows != ids.shape[0]:
+            if rows % ids.shape[0]:
+                raise SpeechPeftError(f"{rows} batch rows cannot take {ids.shape[0]} per-utterance adapter ids")
+            ids = ids.repeat_interleave(rows // ids.shape[0])  # beams of one utterance sit together
+        x3 = x.reshape(rows, -1, x.shape[-1]).contiguous()  # (B, T, d_in)
+        w, bias = self.base_layer.weight, self.base_layer.bias
+        if self.shared_basis:
+            y = batched_s2lora(x3, w, bias, ids, self.basis_a, self.basis_b, self.lam, self.s2_scale)
+        else:
+            y = batched_lora(x3, w, bias, ids, self.lora_a, self.lora_b, self.scale)
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+def bank_layers(model: nn.Module) -> dict[str, BankLinear]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, BankLinear)}
+
+
+def load_bank(model: nn.Module, paths: Sequence[str | Path], check_base: bool = True) -> list[str]:
+    """Load adapters ``paths`` (id i = paths[i]) as a bank; returns the wrapped module names.
+
+    Raises:
+        SpeechPeftError: no paths, a model that already holds adapters, an unreadable adapter,
+            or one made for another base (as ``load_adapter``).
+    """
+    from .inject import adapter_layers
+
+    if not paths:
+        raise SpeechPeftError("load_bank needs at least one adapter")
+    if adapter_layers(model) or bank_layers(model):
+        raise SpeechPeftError("the model already holds adapters; unload them before loading a bank")
+    files = [read_adapter(p) for p in paths]
+    for af in files:
+        _check_structure(model, af)
+        if check_base and af.record is not None:
+            _check_weights(model, af)
+    names = sorted(set().union(*(af.targets for af in files)))
+    shared = _shared_basis(files)
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        layer = BankLinear(getattr(parent, child))
+        d_out, d_in = layer.base_layer.out_features, layer.base_layer.in_features
+        if shared is not None:
+            a, b, scale = shared[basis_key(d_out, d_in)]
+            lam = torch.stack([af.tensors.get(f"{name}.lam", torch.zeros(a.shape[0])) for af in files])
+            layer.set_s2lora(a, b, lam.float(), scale)
+        else:
+            pairs = [_lora_pair(af, name, d_out, d_in) for af in files]
+            rank = max(p[0].shape[0] for p in pairs)
+            a = torch.zeros(len(files), rank, d_in)
+            b = torch.zeros(len(files), d_out, rank)
+            for i, (ai, bi, _) in enumerate(pairs):
+                a[i, : ai.shape[0]], b[i, :, : bi.shape[1]] = ai, bi
+            layer.set_lora(a, b, torch.tensor([p[2] for p in pairs]))
+        layer.to(layer.base_layer.weight.device)
+        setattr(parent, child, layer)
+    return names
+
+
+def unload_bank(model: nn.Module) -> None:
+    """Put the plain ``nn.Linear`` layers back."""
+    for name, layer in bank_layers(model).items():
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, layer.base_layer)
+
+
+@contextlib.contextmanager
+def bank_ids(model: nn.Module, ids: Sequence[int] | torch.Tensor) -> Iterator[None]:
+    """Inside the block, batch row i (or its beams) uses adapter ``ids[i]`` (-1: none)."""
+    layers = list(bank_layers(model).values())
+    if not layers:
+        raise SpeechPeftError("the model holds no adapter bank; load_bank(model, paths) first")
+    ids = torch.as_tensor(ids, dtype=torch.int64, device=layers[0].weight.device)
+    n = (layers[0].lam if layers[0].shared_basis else layers[0].lora_a).shape[0]
+    if bool(((ids < -1) | (ids >= n)).any()):
+        raise SpeechPeftError(f"adapter ids must be in -1..{n - 1}, got {ids.tolist()}")
+    set_bank_ids(model, ids)
+    try:
+        yield
+    finally:
+        set_bank_ids(model, None)
+
+
+def set_bank_ids(model: nn.Module, ids: torch.Tensor | None) -> None:
+    """Set the per-row adapter ids of every bank layer (a host calls this when its batch shrinks)."""
+    for layer in bank_layers(model).values():
+        layer.ids = ids
+
+
+def _lora_pair(af: AdapterFile, name: str, d_out: int, d_in: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(A (r, d_in), B (d_out, r), scale) of adapter ``af`` on module ``name``; zeros if it skips it."""
+    if name not in af.targets:
+        return torch.zeros(1, d_in), torch.zeros(d_out, 1), 0.0
+    if af.kind == "s2lora":
+        tensors, _ = s2lora_as_lora(af.tensors, {name: af.targets[name]}, af.config.alpha / af.config.rank)
+        scale = 1.0
+    elif af.kind == "lora":
+        tensors, scale = af.tensors, af.config.alpha / af.config.rank
+    else:
+        raise SpeechPeftError(f"{af.path}: a {af.kind} adapter cannot join a LoRA bank")
+    a = tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"].float()
+    b = tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"].float()
+    return a, b, scale
+
+
+def _shared_basis(files: list[AdapterFile]) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]] | None:
+    """The bases by shape key, when every adapter is S2-LoRA on identical bases and scaling."""
+    if any(af.kind != "s2lora" for af in files):
+        return None
+    first = files[0]
+    scale = first.config.alpha / first.config.rank
+    keys = {k for k in first.tensors if k.startswith(BASIS_PREFIX)}
+    for af in files[1:]:
+        if af.config.alpha / af.config.rank != scale or {k for k in af.tensors if k.startswith(BASIS_PREFIX)} != keys:
+            return None
+        if not all(torch.equal(af.tensors[k], first.tensors[k]) for k in keys):
+            return None
+    out = {}
+    for key in {k[len(BASIS_PREFIX) :].rsplit(".", 1)[0] for k in keys}:
+        out[key] = (
+            first.tensors[f"{BASIS_PREFIX}{key}.A"].float(),
+            first.tensors[f"{BASIS_PREFIX}{key}.B"].float(),
+            scale,
+        )
+    return out

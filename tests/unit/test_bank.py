@@ -1,0 +1,96 @@
+"""A mixed batch, each utterance with its own adapter, equals separate per-adapter runs token for token."""
+
+import numpy as np
+import pytest
+import torch
+
+from speechpeft.adapters import LoRAConfig, S2LoRAConfig, load_adapter, save_adapter
+from speechpeft.adapters.bank import bank_ids, load_bank, unload_bank
+from speechpeft.errors import SpeechPeftError
+from speechpeft.models import load_whisper
+
+
+def make(model_dir, out, config, seed, like=None):
+    host = load_whisper(str(model_dir), device="cpu")
+    if like is not None:  # same S2-LoRA basis, other λ
+        load_adapter(host.model, like)
+    else:
+        host.inject(config)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in host.model.named_parameters():
+            if name.endswith(("lora_B.weight", ".lam")):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return save_adapter(host.model, out, prune=False)
+
+
+def generate(host, beams):
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(16_000 * s).astype(np.float32) * 0.1 for s in (1, 2, 1, 2)]
+    kwargs = dict(language="en", task="transcribe", num_beams=beams, do_sample=False, max_new_tokens=12)
+    return host.model.generate(input_features=host.features(arrays), **kwargs)
+
+
+def rows(ids, i):
+    return [t for t in ids[i].tolist() if t != 256]  # drop end-of-text padding
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory, tiny_whisper_dir):
+    d = tmp_path_factory.mktemp("bank")
+    a0 = make(tiny_whisper_dir, d / "lora-qv", LoRAConfig(rank=4, alpha=8, targets="attn_qv"), 1)
+    a1 = make(tiny_whisper_dir, d / "lora-all", LoRAConfig(rank=8, alpha=8, targets="all_linear"), 2)
+    a2 = make(tiny_whisper_dir, d / "s2", S2LoRAConfig(rank=8, targets="attn"), 3)
+    a3 = make(tiny_whisper_dir, d / "s2-same-basis", None, 4, like=a2)
+    return [a0, a1, a2, a3]
+
+
+@pytest.mark.parametrize("beams", [1, 2])
+@pytest.mark.parametrize("which", [[0, 1, 2], [2, 3]], ids=["lora+s2lora", "s2lora-shared-basis"])
+def test_mixed_batch_equals_separate_runs(tiny_whisper_dir, adapters, beams, which):
+    paths = [adapters[i] for i in which]
+    separate = []
+    for p in paths:
+        host = load_whisper(str(tiny_whisper_dir), device="cpu")
+        load_adapter(host.model, p)
+        separate.append(generate(host, beams))
+    bare = generate(load_whisper(str(tiny_whisper_dir), device="cpu"), beams)
+    host = load_whisper(str(tiny_whisper_dir), device="cpu")
+    load_bank(host.model, paths)
+    assert all(layer.shared_basis for layer in __import__("speechpeft.adapters.bank", fromlist=["x"])
+               .bank_layers(host.model).values()) == (which == [2, 3])  # fmt: skip
+    ids = [0, len(paths) - 1, -1, 1]  # row 2 runs bare
+    with host.mixed_adapters(ids):
+        mixed = generate(host, beams)
+    for row, k in enumerate(ids):
+        want = bare if k < 0 else separate[k]
+        assert rows(mixed, row) == rows(want, row), (row, k)
+    assert rows(separate[0], 0) != rows(bare, 0)  # the adapters change the output: the check has teeth
+    unload_bank(host.model)
+    torch.testing.assert_close(generate(host, beams), bare)
+
+
+def test_bank_errors_are_one_line(tiny_whisper_dir, adapters):
+    host = load_whisper(str(tiny_whisper_dir), device="cpu")
+    load_bank(host.model, adapters[:2])
+    with pytest.raises(SpeechPeftError, match=r"adapter ids must be in -1..1, got \[0, 2\]"):
+        with bank_ids(host.model, [0, 2]):
+            pass
+    with pytest.raises(SpeechPeftError, match="already holds adapters"):
+        load_bank(host.model, adapters[:1])
+
+
+def test_mixed_long_form_segments_equal_separate_runs(tiny_whisper_dir, adapters):
+    rng = np.random.default_rng(1)
+    arrays = [rng.standard_normal(int(16_000 * s)).astype(np.float32) * 0.1 for s in (4.5, 1.0, 3.6)]  # window 3 s
+    ids = [1, 0, -1]
+    alone = {}
+    for k in (0, 1):
+        host = load_whisper(str(tiny_whisper_dir), device="cpu")
+        load_adapter(host.model, adapters[k])
+        alone[k] = host.transcribe_segments(arrays, language="en")
+    alone[-1] = load_whisper(str(tiny_whisper_dir), device="cpu").transcribe_segments(arrays, language="en")
+    host = load_whisper(str(tiny_whisper_dir), device="cpu")
+    load_bank(host.model, adapters[:2])
+    mixed = host.transcribe_segments(arrays, language="en", adapter_ids=ids)
+    assert [mixed[i] for i in range(3)] == [alone[k][i] for i, k in enumerate(ids)]
