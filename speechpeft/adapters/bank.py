@@ -89,9 +89,7 @@ def load_bank(model: nn.Module, paths: Sequence[str | Path], check_base: bool = 
         raise SpeechPeftError("the model already holds adapters; unload them before loading a bank")
     files = [read_adapter(p) for p in paths]
     for af in files:
-        _check_structure(model, af)
-        if check_base and af.record is not None:
-            _check_weights(model, af)
+        check_adapter_base(model, af, check_base)
     names = sorted(set().union(*(af.targets for af in files)))
     shared = _shared_basis(files)
     for name in names:
@@ -114,6 +112,13 @@ def load_bank(model: nn.Module, paths: Sequence[str | Path], check_base: bool = 
         layer.to(layer.base_layer.weight.device)
         setattr(parent, child, layer)
     return names
+
+
+def check_adapter_base(model: nn.Module, af: AdapterFile, check_weights: bool = True) -> None:
+    """Raise BaseMismatchError unless ``af`` was made for ``model`` (as ``load_adapter`` checks)."""
+    _check_structure(model, af)
+    if check_weights and af.record is not None:
+        _check_weights(model, af)
 
 
 def unload_bank(model: nn.Module) -> None:

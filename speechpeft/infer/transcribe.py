@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..adapters import adapter_layers, load_adapter, merge_adapter, read_adapter, unload_adapter
+from ..adapters.bank import check_adapter_base, load_bank, unload_bank
 from ..data import audio_duration, load_audio
 from ..errors import SpeechPeftError
 from ..fs import atomic_write_text
@@ -92,10 +93,21 @@ def transcribe_files(
     full_window = host.max_window_seconds
     total = sum(d for _, d in todo)
     fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]"
-    slot = _AdapterSlot(host)
+    groups = _groups(todo)
+    decode = _decode_vad if opts.vad else _decode_longform
     with tqdm(total=total, desc="transcribe", bar_format=fmt, disable=not opts.progress) as bar:
+        if len(groups) > 1 and _bankable(groups, opts):  # one mixed batch: each file its own adapter
+            mixed, ids = _load_bank(host, groups, opts, full_window, out, bar)
+            try:
+                for job, segments in decode(host, mixed, opts, bar, out, ids):
+                    _write(job, segments, opts, _meta(host, opts, job.adapter), out)
+            finally:
+                unload_bank(host.model)
+            out.audio_seconds, out.wall_seconds = total, time.time() - started
+            return out
+        slot = _AdapterSlot(host)
         try:
-            for adapter, group in _groups(todo):
+            for adapter, group in groups:
                 try:
                     slot.use(adapter, opts.window_seconds, full_window)
                 except SpeechPeftError as e:  # every file of the group fails; the other groups go on
@@ -103,7 +115,6 @@ def transcribe_files(
                     bar.update(sum(d for _, d in group))
                     continue
                 meta = _meta(host, opts, adapter)
-                decode = _decode_vad if opts.vad else _decode_longform
                 for job, segments in decode(host, group, opts, bar, out):
                     _write(job, segments, opts, meta, out)
         finally:
@@ -188,6 +199,44 @@ class _AdapterSlot:
             raise
 
 
+def _bankable(groups, opts: TranscribeOptions) -> bool:
+    """Whether every adapter can join one bank: LoRA or S2-LoRA, all trained with one encoder window."""
+    windows = set()
+    for adapter, _ in groups:
+        if adapter is None:
+            continue
+        try:
+            af = read_adapter(adapter)
+        except SpeechPeftError:
+            continue  # its files fail when the bank is loaded
+        if af.kind not in ("lora", "s2lora"):
+            return False
+        windows.add(((af.record or {}).get("host") or {}).get("window_seconds"))
+    return opts.window_seconds is not None or len(windows) <= 1
+
+
+def _load_bank(host, groups, opts, full_window, out, bar) -> tuple[list, dict]:
+    """Load every usable adapter into one bank; files of an adapter that fails fail, one line each."""
+    good, ids, paths, window = [], {None: -1}, [], opts.window_seconds
+    for adapter, group in groups:
+        if adapter is not None:
+            try:
+                af = read_adapter(adapter)
+                check_adapter_base(host.model, af)
+            except SpeechPeftError as e:
+                out.failures += [(job.where, str(e)) for job, _ in group]
+                bar.update(sum(d for _, d in group))
+                continue
+            window = window or ((af.record or {}).get("host") or {}).get("window_seconds")
+            ids[adapter] = len(paths)
+            paths.append(adapter)
+        good += group
+    host.set_window(window or full_window)
+    if paths:
+        load_bank(host.model, paths)
+    return good, ids
+
+
 def _meta(host: WhisperHost, opts: TranscribeOptions, adapter: str | None) -> dict[str, Any]:
     return {
         "model": opts.model,
@@ -208,7 +257,7 @@ def _load(job: Job, out: TranscribeOutcome) -> np.ndarray | None:
         return None
 
 
-def _decode_longform(host, group, opts, bar, out):
+def _decode_longform(host, group, opts, bar, out, ids=None):
     """Batches of similar-length files through Whisper's own long-form decoding.
 
     Files that fit the window and longer files never share a batch: a long file would make every
@@ -226,7 +275,10 @@ def _decode_longform(host, group, opts, bar, out):
             tracker = _BatchProgress(bar, seconds)
             arrays = [a for _, a in loaded]
             try:
-                segments = host.transcribe_segments(arrays, opts.language, opts.task, opts.beam, progress=tracker)
+                adapter_ids = [ids[job.adapter] for job, _ in loaded] if ids else None
+                segments = host.transcribe_segments(
+                    arrays, opts.language, opts.task, opts.beam, progress=tracker, adapter_ids=adapter_ids
+                )
             except SpeechPeftError as e:
                 out.failures += [(job.where, str(e)) for job, _ in loaded]
             else:
@@ -236,7 +288,7 @@ def _decode_longform(host, group, opts, bar, out):
             bar.update(seconds)
 
 
-def _decode_vad(host, group, opts, bar, out):
+def _decode_vad(host, group, opts, bar, out, ids=None):
     """Speech chunks (≤ the encoder window) from silero-vad, batched across files."""
     from ..data.vad import vad_chunks
 
@@ -255,7 +307,10 @@ def _decode_vad(host, group, opts, bar, out):
         chunks.sort(key=lambda c: -len(c[2]))
         for start in range(0, len(chunks), opts.batch_size):
             batch = chunks[start : start + opts.batch_size]
-            segments = host.transcribe_segments([c[2] for c in batch], opts.language, opts.task, opts.beam)
+            adapter_ids = [ids[c[0].adapter] for c in batch] if ids else None
+            segments = host.transcribe_segments(
+                [c[2] for c in batch], opts.language, opts.task, opts.beam, adapter_ids=adapter_ids
+            )
             for (job, offset, _), segs in zip(batch, segments, strict=True):
                 t0 = offset / RATE
                 results[job] += [Segment(t0 + s.start, t0 + s.end, s.text) for s in segs]

@@ -207,8 +207,15 @@ def test_a_host_passed_in_leaves_bare_with_bit_exact_base_weights(setup, tiny_wh
     host = load_whisper(str(tiny_whisper_dir), device="cpu")
     before = {k: v.clone() for k, v in host.model.state_dict().items()}
     jobs = [Job(audio[0], str(ad0), "a0"), Job(audio[1], str(ad1), "a1"), Job(audio[2], str(ad0), "a2")]
-    out = transcribe_files(jobs, TranscribeOptions(language="en", output_dir=tmp_path, progress=False), host=host)
-    assert set(out.done[:2]) == {"a0", "a2"} and out.done[2] == "a1" and not out.failures  # grouped by adapter
-    assert not adapter_layers(host.model)
+    from speechpeft.adapters import bank
+
+    loaded = []
+    real_load_bank = bank.load_bank
+    with pytest.MonkeyPatch.context() as mp:  # two adapters: one mixed batch through a bank
+        mp.setattr("speechpeft.infer.transcribe.load_bank", lambda m, p: loaded.append(list(p)) or real_load_bank(m, p))
+        out = transcribe_files(jobs, TranscribeOptions(language="en", output_dir=tmp_path, progress=False), host=host)
+    assert sorted(out.done) == ["a0", "a1", "a2"] and not out.failures
+    assert loaded == [[str(ad0), str(ad1)]]
+    assert not adapter_layers(host.model) and not bank.bank_layers(host.model)
     after = host.model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
