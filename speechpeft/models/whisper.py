@@ -229,6 +229,7 @@ class WhisperHost:
             SpeechPeftError: bad audio (see ``features``), unknown language or task, beam < 1.
         """
         kwargs = self._decode_kwargs(language, task, beam)
+        _check_ids(adapter_ids, len(arrays))
         if max_new_tokens is not None:
             kwargs["max_new_tokens"] = max_new_tokens
         was_training = self.model.training
@@ -265,6 +266,7 @@ class WhisperHost:
             SpeechPeftError: bad audio (empty, non-finite, not 1-D), unknown language or task, beam < 1.
         """
         kwargs = self._decode_kwargs(language, task, beam)
+        _check_ids(adapter_ids, len(arrays))
         for i, a in enumerate(arrays):
             _check_audio(a, i, SAMPLING_RATE, math.inf)
         fe = self._processor().feature_extractor
@@ -306,8 +308,6 @@ class WhisperHost:
     def _adapters_for(self, ids: Sequence[int] | None, start: int, size: int) -> Any:
         if ids is None:
             return contextlib.nullcontext()
-        if len(ids) < start + size:
-            raise SpeechPeftError(f"adapter_ids has {len(ids)} entries; the batch needs one per utterance")
         return self.mixed_adapters(list(ids)[start : start + size])
 
     @contextlib.contextmanager
@@ -351,6 +351,11 @@ class WhisperHost:
                 "this Whisper host has no processor (a model built from a config); load one by hub id or path"
             )
         return self.processor
+
+
+def _check_ids(ids: Sequence[int] | None, n: int) -> None:
+    if ids is not None and len(ids) != n:
+        raise SpeechPeftError(f"adapter_ids has {len(ids)} entries for {n} utterances; give one per utterance")
 
 
 def _check_audio(a: np.ndarray, index: int, sampling_rate: int, window: float) -> None:

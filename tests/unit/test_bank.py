@@ -94,3 +94,21 @@ def test_mixed_long_form_segments_equal_separate_runs(tiny_whisper_dir, adapters
     load_bank(host.model, adapters[:2])
     mixed = host.transcribe_segments(arrays, language="en", adapter_ids=ids)
     assert [mixed[i] for i in range(3)] == [alone[k][i] for i, k in enumerate(ids)]
+
+
+def test_transcribe_with_ids_across_several_batches(tiny_whisper_dir, adapters):
+    rng = np.random.default_rng(2)
+    arrays = [rng.standard_normal(16_000).astype(np.float32) * 0.1 for _ in range(5)]
+    ids = [0, 1, -1, 1, 0]
+    host = load_whisper(str(tiny_whisper_dir), device="cpu")
+    load_bank(host.model, adapters[:2])
+    mixed = host.transcribe(arrays, language="en", batch_size=2, adapter_ids=ids, max_new_tokens=8)
+    alone = []
+    for i, k in enumerate(ids):
+        h = load_whisper(str(tiny_whisper_dir), device="cpu")
+        if k >= 0:
+            load_adapter(h.model, adapters[k])
+        alone.append(h.transcribe([arrays[i]], language="en", max_new_tokens=8)[0])
+    assert mixed == alone
+    with pytest.raises(SpeechPeftError, match="adapter_ids has 2 entries for 5 utterances"):
+        host.transcribe(arrays, language="en", adapter_ids=[0, 1])
