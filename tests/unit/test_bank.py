@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from speechpeft.adapters import LoRAConfig, S2LoRAConfig, load_adapter, save_adapter
-from speechpeft.adapters.bank import bank_ids, load_bank, unload_bank
+from speechpeft.adapters.bank import bank_ids, bank_layers, load_bank, unload_bank
 from speechpeft.errors import SpeechPeftError
 from speechpeft.models import load_whisper
 
@@ -57,8 +57,7 @@ def test_mixed_batch_equals_separate_runs(tiny_whisper_dir, adapters, beams, whi
     bare = generate(load_whisper(str(tiny_whisper_dir), device="cpu"), beams)
     host = load_whisper(str(tiny_whisper_dir), device="cpu")
     load_bank(host.model, paths)
-    assert all(layer.shared_basis for layer in __import__("speechpeft.adapters.bank", fromlist=["x"])
-               .bank_layers(host.model).values()) == (which == [2, 3])  # fmt: skip
+    assert all(layer.shared_basis for layer in bank_layers(host.model).values()) == (which == [2, 3])
     ids = [0, len(paths) - 1, -1, 1]  # row 2 runs bare
     with host.mixed_adapters(ids):
         mixed = generate(host, beams)
