@@ -22,7 +22,7 @@ from torch import nn
 
 from ..errors import SpeechPeftError
 from ..kernels import batched_lora, batched_s2lora
-from .io import AdapterFile, _check_structure, _check_weights, read_adapter
+from .io import AdapterFile, check_adapter_base, read_adapter
 from .lora import PEFT_PREFIX
 from .s2lora import BASIS_PREFIX, basis_key, s2lora_as_lora
 
@@ -112,13 +112,6 @@ def load_bank(model: nn.Module, paths: Sequence[str | Path], check_base: bool = 
         layer.to(layer.base_layer.weight.device)
         setattr(parent, child, layer)
     return names
-
-
-def check_adapter_base(model: nn.Module, af: AdapterFile, check_weights: bool = True) -> None:
-    """Raise BaseMismatchError unless ``af`` was made for ``model`` (as ``load_adapter`` checks)."""
-    _check_structure(model, af)
-    if check_weights and af.record is not None:
-        _check_weights(model, af)
 
 
 def unload_bank(model: nn.Module) -> None:

@@ -108,9 +108,7 @@ def load_adapter(model: nn.Module, path: str | Path, check_base: bool = True) ->
     """
     af = read_adapter(path)
     names = sorted(af.targets)
-    _check_structure(model, af)
-    if check_base and af.record is not None:
-        _check_weights(model, af)
+    check_adapter_base(model, af, check_base)
     present = adapter_layers(model)
     if present:
         if sorted(present) != names or next(iter(present.values())).kind != af.kind:
@@ -279,6 +277,13 @@ def _mismatch(model: nn.Module, af: AdapterFile, fp_model: dict[str, Any], why: 
         f"adapter '{af.path}' was made for base '{made_for or 'unnamed model'}' (fingerprint {fp_file}), "
         f"but this model is '{model_id(model) or 'unnamed model'}' (fingerprint {fp_model['structure']}): {why}"
     )
+
+
+def check_adapter_base(model: nn.Module, af: AdapterFile, check_weights: bool = True) -> None:
+    """Raise BaseMismatchError unless ``af`` was made for ``model``: the checks ``load_adapter`` makes."""
+    _check_structure(model, af)
+    if check_weights and af.record is not None:
+        _check_weights(model, af)
 
 
 def _check_structure(model: nn.Module, af: AdapterFile) -> None:

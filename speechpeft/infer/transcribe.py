@@ -21,7 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..adapters import adapter_layers, load_adapter, merge_adapter, read_adapter, unload_adapter
-from ..adapters.bank import check_adapter_base, load_bank, unload_bank
+from ..adapters.bank import load_bank, unload_bank
+from ..adapters.io import check_adapter_base
 from ..data import audio_duration, load_audio
 from ..errors import SpeechPeftError
 from ..fs import atomic_write_text
