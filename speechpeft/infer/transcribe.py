@@ -58,7 +58,8 @@ class TranscribeOptions:
             raise SpeechPeftError(f"task must be 'transcribe' or 'translate', got {self.task!r}")
         bad = [f for f in self.formats if f not in FORMATS]
         if bad or not self.formats:
-            raise SpeechPeftError(f"unknown output format {bad[:1] or '(none)'}; choose from {', '.join(FORMATS)}")
+            name = bad[0] if bad else "(none)"
+            raise SpeechPeftError(f"unknown output format {name!r}; choose from {', '.join(FORMATS)}")
 
 
 @dataclass
