@@ -1,136 +1,209 @@
-"""Benchmark on the synthetic child_zh demo corpus: zero-shot vs LoRA vs S2-LoRA, and the
-short-window mode, all in one run on this machine. Writes bench/child_zh.md.
+"""The child_zh benchmark: zero-shot whisper-base vs LoRA, the recipe's S2-LoRA, AdaLoRA, VeRA and a
+full fine-tune, on the SYNTHETIC child_zh demo corpus, all in one run. Writes bench/child_zh.md and
+bench/child_zh_ranks.png.
 
-    python bench/child_zh.py                 # about two hours on 2 CPU cores
-    python bench/child_zh.py --steps 20      # a quick smoke run (numbers not meaningful)
-    python bench/child_zh.py --resume        # continue after an interruption
+    python bench/child_zh.py                  # about four hours on 2 CPU cores
+    python bench/child_zh.py --steps 4 --only lora,s2lora --report /tmp/smoke.md   # a smoke run
+    python bench/child_zh.py --resume         # continue after an interruption (finished rows are reused)
 
-Every variant is trained by the same `speechpeft.train.finetune` the CLI uses, from the
-child_zh recipe, with the same number of updates, batch, learning rate and seed. Only the
-adapter (and, for the window comparison, `model.window_seconds`) changes.
+Every row is trained by the same `speechpeft.train.finetune` the CLI uses, from the child_zh recipe:
+same updates, batches, schedule, seed and best-on-dev selection; PEFT's AdaLoRA and VeRA and the
+full fine-tune are handed to that loop as tuning strategies (bench/baselines.py). Learning rates
+differ only where they were chosen on dev (bench/s2lora_study.md). Then this script decodes, with
+each row's best-on-dev state attached and greedy decoding:
+- the test split (voices unseen in training): pooled CER with a 95 % bootstrap interval, per voice,
+  and a paired bootstrap test against the recipe's S2-LoRA;
+- the five real LibriVox clips in tests/data/librivox, in English: forgetting, out of domain.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import itertools
 import json
-import platform
 import statistics
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
 
+from baselines import AdaLoRATuning, FullFineTune, VeRATuning  # noqa: E402
+
+from speechpeft.data import read_manifest  # noqa: E402
+from speechpeft.eval.asr import transcribe_utterances  # noqa: E402
+from speechpeft.eval.bootstrap import rate_ci  # noqa: E402
+from speechpeft.eval.metrics import pooled, utterance_counts  # noqa: E402
+from speechpeft.eval.normalise import make_normaliser  # noqa: E402
+from speechpeft.models import load_whisper  # noqa: E402
 from speechpeft.train import finetune, load_recipe  # noqa: E402
 from speechpeft.train.checkpoint import CHECKPOINT  # noqa: E402
+from speechpeft.train.tuning import AdapterTuning  # noqa: E402
 
-VARIANTS = [
-    # (label, overrides)
-    ("LoRA r=8, attn_qv", ["adapter.kind=lora", "adapter.rank=8", "adapter.alpha=16", "adapter.targets=attn_qv"]),
-    ("S2-LoRA r=32, attn", ["adapter.kind=s2lora", "adapter.rank=32", "adapter.alpha=32", "adapter.targets=attn"]),
-]
-WINDOW_LABEL = "S2-LoRA r=32, attn, 30 s window"
+ATTN = r"model\.(encoder|decoder)\.layers\.\d+\.(self_attn|encoder_attn)\.(q_proj|k_proj|v_proj|out_proj)"
+LIBRIVOX = ROOT / "tests" / "data" / "librivox"
+RESULT = "bench-result.json"
 
 
-def run_variant(name: str, overrides: list[str], steps: int, out: Path, resume: bool) -> dict:
-    recipe = load_recipe("child_zh", [f"name={name}", f"output_dir={out}", f"train.max_steps={steps}", *overrides])
-    resume = resume and (out / name / CHECKPOINT).is_file()
-    print(f"== {name}: {' '.join(overrides)}" + (" (resumed)" if resume else ""), flush=True)
-    info = finetune(recipe, resume=resume, overwrite=not resume, progress=True)
-    return {**info, "run_dir": str(out / name)}
+@dataclass
+class Row:
+    key: str
+    label: str
+    overrides: list[str] = field(default_factory=list)
+    tuning: Any = None  # a factory (steps -> Tuning); None: the recipe's adapter
+    why: str = ""
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, help="updates per variant (default: the recipe's train.max_steps)")
-    parser.add_argument("--out", type=Path, default=HERE / "runs", help="where the runs go (default: bench/runs)")
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue interrupted runs from their checkpoints (training time is checkpointed too)",
+def rows(steps: int) -> list[Row]:
+    return [
+        Row("lora", "LoRA r=8, attn_qv", ["adapter.kind=lora", "adapter.rank=8", "adapter.alpha=16",
+                                         "adapter.targets=attn_qv"], why="the usual Whisper baseline"),
+        Row("s2lora", "S2-LoRA, the recipe", why="recipes/child_zh.yaml as shipped"),
+        Row("s2lora-v1", "S2-LoRA as first shipped (r=32, attn, l1=1e-4)", [
+            "adapter.share=shape", "adapter.lam_lr=1", "adapter.init=lam0", "adapter.l1=1e-4", "adapter.l1_start=0",
+            "adapter.l1_ramp=0", "adapter.rank=32", "adapter.alpha=32", "adapter.targets=attn", "train.lr=2e-3",
+        ], why="before the design study"),
+        Row("adalora", "AdaLoRA r 12->4, attn (PEFT)", tuning=lambda n: AdaLoRATuning(ATTN, n, init_r=12, target_r=4),
+            why="rank budget 4 x 72 matrices = LoRA r=8's 8 x 36, reallocated by importance"),
+        Row("vera", "VeRA r=256, attn (PEFT)", ["train.lr=1e-2"], tuning=lambda n: VeRATuning(ATTN, rank=256),
+            why="frozen shared random basis, trained vectors; lr chosen on dev"),
+        Row("full", "full fine-tune", ["train.lr=1e-5"], tuning=lambda n: FullFineTune(),
+            why="every weight; lr chosen on dev"),
+    ]  # fmt: skip
+
+
+def train_row(row: Row, recipe_name: str, steps: int, out: Path, resume: bool) -> Path:
+    folder = out / f"bench-{row.key}"
+    recipe = load_recipe(recipe_name, [f"name={folder.name}", f"output_dir={out}", f"train.max_steps={steps}",
+                                      *row.overrides])  # fmt: skip
+    resume = resume and (folder / CHECKPOINT).is_file()
+    print(f"== {row.label}: {' '.join(row.overrides) or '(recipe)'}" + (" (resumed)" if resume else ""), flush=True)
+    tuning = row.tuning(steps) if row.tuning else None
+    finetune(recipe, resume=resume, overwrite=not resume, progress=True, tuning=tuning, test=False)
+    return folder
+
+
+def english_clips() -> tuple[list[Any], list[str]]:
+    from speechpeft.data import load_audio
+
+    refs = json.loads((LIBRIVOX / "transcripts.json").read_text(encoding="utf-8"))
+    return [load_audio(LIBRIVOX / name, 16_000) for name in sorted(refs)], [refs[n] for n in sorted(refs)]
+
+
+def decode(host, recipe, test, clips) -> dict[str, Any]:
+    """Test CER (pooled, CI, per voice, per-utterance counts) and English WER of the clips."""
+    ev = recipe.eval
+    hyps = transcribe_utterances(host, test, ev.language, ev.beam, ev.batch_size, ev.max_tokens_per_second,
+                                 "test", True)  # fmt: skip
+    counts = utterance_counts([u.text for u in test], hyps, "cer", make_normaliser(ev.normaliser))
+    total = pooled(counts, "cer")
+    voices = {}
+    for voice in sorted({u.speaker for u in test}):
+        voices[voice] = pooled([c for c, u in zip(counts, test, strict=True) if u.speaker == voice], "cer").rate
+    window = int(host.window_seconds * 16_000)  # the clips fit whisper-base's 8 s; a tiny test model's window cuts them
+    english = host.transcribe([a[:window] for a in clips[0]], language="en", beam=1, batch_size=len(clips[0]))
+    spelling = getattr(host.processor.tokenizer, "english_spelling_normalizer", None)
+    wer = pooled(utterance_counts(clips[1], english, "wer", make_normaliser("whisper_en", spelling)), "wer")
+    return {
+        "cer": total.rate,
+        "ci": rate_ci([c.edits for c in counts], [c.reference_units for c in counts]),
+        "voices": voices,
+        "edits": [c.edits for c in counts],
+        "units": [c.reference_units for c in counts],
+        "english_wer": wer.rate,
+        "english": english,
+    }
+
+
+def evaluate_row(row: Row, folder: Path, steps: int, recipe_name: str, test, clips) -> dict[str, Any]:
+    cached = folder / RESULT
+    if cached.is_file():
+        return json.loads(cached.read_text(encoding="utf-8"))
+    recipe = load_recipe(recipe_name, row.overrides)
+    host = load_whisper(recipe.model.name, device=None if recipe.model.device == "auto" else recipe.model.device)
+    host.set_window(recipe.model.window_seconds)
+    row_recipe = recipe
+    tuning = row.tuning(steps) if row.tuning else AdapterTuning(row_recipe.adapter.config())
+    tuning.attach(host.model)
+    tuning.load(host.model, folder / "adapter")
+    result = decode(host, recipe, test, clips)
+    summary = tuning.summary(host.model)
+    log = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    dev = [r for r in log if r["event"] == "dev"]
+    best = min(dev, key=lambda r: (r["rate"], r["step"]))
+    times = [r["seconds"] for r in log if r["event"] == "train"]
+    result.update(
+        {
+            "trainable": next(r["trainable"] for r in log if r["event"] == "setup"),
+            "stored": summary.get("stored", summary.get("kept")),
+            "sparsity": summary.get("sparsity"),
+            "rank_table": summary.get("rank_table"),
+            "dev": best["rate"],
+            "best_step": best["step"],
+            "dev_voices": best.get("per_speaker", {}),
+            "step_seconds": statistics.median(b - a for a, b in itertools.pairwise(times)),
+            "train_minutes": times[-1] / 60,
+            "recipe": (folder / "recipe.yaml").read_text(encoding="utf-8"),
+        }
     )
+    cached.write_text(json.dumps(result), encoding="utf-8")
+    return result
+
+
+def zero_shot(recipe, test, clips, out: Path) -> dict[str, Any]:
+    cached = out / "bench-zero-shot.json"
+    if cached.is_file():
+        return json.loads(cached.read_text(encoding="utf-8"))
+    host = load_whisper(recipe.model.name, device=None if recipe.model.device == "auto" else recipe.model.device)
+    full = decode(host, recipe, test, clips)  # Whisper as normally used: 30 s window
+    host.set_window(recipe.model.window_seconds)
+    short = decode(host, recipe, test, clips)
+    result = {"window30": full, "short": short}
+    out.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(result), encoding="utf-8")
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, help="updates per row (default: the recipe's train.max_steps)")
+    parser.add_argument("--only", help="comma-separated row keys (default: all)")
+    parser.add_argument("--out", type=Path, default=HERE / "runs", help="where the runs go (default: bench/runs)")
+    parser.add_argument("--resume", action="store_true", help="continue interrupted runs; reuse finished rows")
     parser.add_argument("--note", default="", help="a sentence for the report, e.g. about an interruption")
     parser.add_argument("--report", type=Path, default=HERE / "child_zh.md")
-    args = parser.parse_args()
+    parser.add_argument("--recipe", default="child_zh", help="the recipe every row starts from (tests use a tiny one)")
+    args = parser.parse_args(argv)
 
-    base = load_recipe("child_zh")
-    short = base.model.window_seconds
-    args.steps = args.steps or base.train.max_steps
+    recipe = load_recipe(args.recipe)
+    steps = args.steps or recipe.train.max_steps
+    test = read_manifest(recipe.data.test)
+    clips = english_clips()
+    chosen = rows(steps)
+    if args.only:
+        keys = set(args.only.split(","))
+        chosen = [r for r in chosen if r.key in keys]
+    if not args.resume:
+        for r in chosen:
+            (args.out / f"bench-{r.key}" / RESULT).unlink(missing_ok=True)
+        (args.out / "bench-zero-shot.json").unlink(missing_ok=True)
+    zero = zero_shot(recipe, test, clips, args.out)
     results = []
-    for i, (label, overrides) in enumerate(VARIANTS):
-        results.append(
-            (
-                label,
-                run_variant(
-                    f"bench-{i}", [f"model.window_seconds={short}", *overrides], args.steps, args.out, args.resume
-                ),
-            )
-        )
-    window = run_variant("bench-w30", ["model.window_seconds=30", *VARIANTS[1][1]], args.steps, args.out, args.resume)
-    args.report.write_text(render(results, window, base, short, args.steps, args.note), encoding="utf-8")
-    print(f"wrote {args.report}")
+    for row in chosen:
+        folder = args.out / f"bench-{row.key}"
+        if not (args.resume and (folder / RESULT).is_file()):
+            train_row(row, args.recipe, steps, args.out, args.resume)
+        results.append((row, evaluate_row(row, folder, steps, args.recipe, test, clips)))
+    from child_zh_report import render, write_ranks
 
-
-def step_seconds(info: dict) -> float:
-    """Median wall time of one update, from the run's metrics.jsonl.
-
-    The median, not the mean: a resumed run or a busy machine slows a few updates, not the typical one.
-    """
-    rows = [json.loads(line) for line in (Path(info["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
-    times = [r["seconds"] for r in rows if r["event"] == "train"]
-    return statistics.median(b - a for a, b in itertools.pairwise(times))
-
-
-def render(results: list[tuple[str, dict]], window: dict, base, short: float, steps: int, note: str = "") -> str:
-    zero = results[0][1]["zero_shot"]
-    lines = [
-        "# child_zh benchmark: zero-shot vs LoRA vs S2-LoRA on whisper-base",
-        "",
-        "**All figures are on SYNTHETIC speech** (data/child_zh_demo: espeak-ng Mandarin raised to a",
-        "child-like pitch; 300 train / 99 test utterances, test voices unseen in training).",
-        "",
-        f"Made by `python bench/child_zh.py --steps {steps}` on {dt.date.today().isoformat()}: "
-        f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}, fp32.",
-        f"Every variant: {steps} updates x {base.train.batch_size} utterances, lr {base.train.lr:g} "
-        f"(warm-up {base.train.warmup_steps}, linear decay), seed {base.train.seed}, greedy decoding, "
-        f"best dev checkpoint. Test CER after the `zh_chars` normaliser, pooled over the test set.",
-        "",
-        "| model | window | test CER | trainable params | train wall time | median s / update |",
-        "|---|---|---|---|---|---|",
-        f"| zero-shot whisper-base | {zero['window_seconds']:g} s | {zero['rate']:.4f} | 0 | - | - |",
-    ]
-    for label, info in results + [(WINDOW_LABEL, window)]:
-        lines.append(
-            f"| {label} | {info['window_seconds']:g} s | {info['adapted']['rate']:.4f} | {info['trainable']:,} | "
-            f"{info['train_seconds'] / 60:.1f} min | {step_seconds(info):.2f} |"
-        )
-    s2 = results[1][1]
-    ratio = step_seconds(window) / step_seconds(s2)
-    rel = s2["adapted"]["rate"] / window["adapted"]["rate"] - 1
-    lines += [
-        "",
-        "## Short-window mode",
-        "",
-        f"Whisper pads every input to 30 s; the demo utterances last at most 6.3 s. With a {short:g} s encoder",
-        f"window (positional embeddings sliced, mel features padded to {short:g} s), an S2-LoRA training update",
-        f"takes **1/{ratio:.1f}** of the time it takes with the 30 s window ({ratio:.1f}x faster; median update",
-        "times, same script and machine).",
-        f"Test CER: {s2['adapted']['rate']:.4f} with the {short:g} s window vs {window['adapted']['rate']:.4f} with",
-        f"30 s ({100 * rel:+.1f} % relative). The recipe uses the short window only while that difference",
-        "stays within +10 % relative.",
-        *([f"Run notes: {note}"] if note else []),
-        "",
-        "S2-LoRA stores one 512x512 basis pair per shape plus a rank-32 coefficient vector per matrix:",
-        f"{s2['trainable']:,} trainable parameters for 72 matrices, against {results[0][1]['trainable']:,} for",
-        "LoRA r=8 on 36 matrices.",
-        "",
-    ]
-    return "\n".join(lines)
+    ranks = args.report.with_name(args.report.stem + "_ranks.png")
+    write_ranks(results, ranks)
+    args.report.write_text(render(results, zero, recipe, steps, args.note, ranks.name), encoding="utf-8")
+    print(f"wrote {args.report} and {ranks}")
 
 
 if __name__ == "__main__":

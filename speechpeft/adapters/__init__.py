@@ -3,7 +3,7 @@
 Importing this package registers every built-in kind (one module per kind).
 """
 
-from .base import AdapterLayer, adapter_kind, register_adapter
+from .base import AdapterLayer, adapter_kind, register_adapter, registered_kinds
 from .inject import (
     adapter_layers,
     adapter_parameters,
@@ -48,6 +48,7 @@ __all__ = [
     "read_adapter",
     "register_adapter",
     "register_presets",
+    "registered_kinds",
     "s2lora_sparsity",
     "save_adapter",
     "summarize_adapter",

@@ -98,7 +98,7 @@ def load_bank(model: nn.Module, paths: Sequence[str | Path], check_base: bool = 
         layer = BankLinear(getattr(parent, child))
         d_out, d_in = layer.base_layer.out_features, layer.base_layer.in_features
         if shared is not None:
-            a, b, scale = shared[basis_key(d_out, d_in)]
+            a, b, scale = shared[basis_key(name, d_out, d_in, files[0].config.share)]
             lam = torch.stack([af.tensors.get(f"{name}.lam", torch.zeros(a.shape[0])) for af in files])
             layer.set_s2lora(a, b, lam.float(), scale)
         else:
@@ -149,7 +149,7 @@ def _lora_pair(af: AdapterFile, name: str, d_out: int, d_in: int) -> tuple[torch
     if name not in af.targets:
         return torch.zeros(1, d_in), torch.zeros(d_out, 1), 0.0
     if af.kind == "s2lora":
-        tensors, _ = s2lora_as_lora(af.tensors, {name: af.targets[name]}, af.config.alpha / af.config.rank)
+        tensors, _ = s2lora_as_lora(af.tensors, {name: af.targets[name]}, af.config)
         scale = 1.0
     elif af.kind == "lora":
         tensors, scale = af.tensors, af.config.alpha / af.config.rank

@@ -60,6 +60,11 @@ def adapter_kind(kind: str) -> AdapterKind:
         raise SpeechPeftError(f"unknown adapter kind {kind!r}; known kinds: {', '.join(sorted(_KINDS))}") from None
 
 
+def registered_kinds() -> list[str]:
+    """Names of every registered adapter kind, sorted."""
+    return sorted(_KINDS)
+
+
 def kind_of(config: Any) -> AdapterKind:
     """The registered kind whose config class ``config`` is an instance of.
 
@@ -173,8 +178,13 @@ class AdapterLayer(nn.Module):
             w -= self.delta_weight().to(w.dtype)
             self.merged = False
 
-    def after_step(self, lr: float) -> None:
-        """Called by ``after_optimizer_step`` once per update; proximal kinds act here."""
+    def lr_scales(self) -> dict[str, float]:
+        """Learning-rate multipliers by parameter name (e.g. ``{"lam": 10.0}``); others get 1."""
+        return {}
+
+    def after_step(self, lr: float, progress: float | None = None) -> None:
+        """Called by ``after_optimizer_step`` once per update with the run's lr and the fraction
+        of training done (None when unknown); proximal kinds act here."""
 
     # Storage: a kind decides its own tensor layout (LoRA uses PEFT's keys).
     @classmethod
@@ -188,6 +198,13 @@ class AdapterLayer(nn.Module):
     @classmethod
     def summarize(cls, tensors: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         """Kind-specific facts for ``speechpeft adapters inspect`` (e.g. sparsity)."""
+        return {}
+
+    @classmethod
+    def live_summary(cls, layers: Mapping[str, AdapterLayer]) -> dict[str, Any]:
+        """Kind-specific facts about a model being trained, for logs and reports: ``facts``
+        (label -> text), and optionally ``sparsity`` (a fraction) and ``rank_table`` (module
+        name -> ranks in use, drawn as a heatmap)."""
         return {}
 
 

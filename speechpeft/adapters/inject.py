@@ -97,7 +97,7 @@ def inject(model: nn.Module, config: Any) -> list[str]:
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
-        setattr(parent, child, kind.layer_cls(getattr(parent, child), config, shared))
+        setattr(parent, child, kind.layer_cls(getattr(parent, child), config, shared, name))
     freeze_base(model)
     return names
 
@@ -155,10 +155,29 @@ def assert_adapter_mode(model: nn.Module, max_fraction: float = 0.5) -> dict[str
     return counts
 
 
-def after_optimizer_step(model: nn.Module, lr: float) -> None:
-    """Run each adapter's post-update hook (S2-LoRA's proximal L1 step) with the step's lr."""
+def adapter_param_groups(model: nn.Module, lr: float) -> list[dict[str, Any]]:
+    """Optimizer parameter groups for the adapter: one per learning-rate multiplier a kind asks
+    for (``AdapterLayer.lr_scales``), each parameter once. Every group gets ``lr`` x multiplier.
+    """
+    scale_of: dict[int, float] = {}
+    params: dict[int, nn.Parameter] = {}
     for layer in adapter_layers(model).values():
-        layer.after_step(lr)
+        scales = layer.lr_scales()
+        for name, p in layer.adapter_parameters():
+            if p.requires_grad:
+                params.setdefault(id(p), p)
+                scale_of.setdefault(id(p), float(scales.get(name, 1.0)))
+    groups: dict[float, list[nn.Parameter]] = {}
+    for key, p in params.items():
+        groups.setdefault(scale_of[key], []).append(p)
+    return [{"params": ps, "lr": lr * scale, "lr_scale": scale} for scale, ps in sorted(groups.items())]
+
+
+def after_optimizer_step(model: nn.Module, lr: float, progress: float | None = None) -> None:
+    """Run each adapter's post-update hook (S2-LoRA's proximal L1 step) with the run's lr (the
+    scheduled lr before any kind's multiplier) and the fraction of training done."""
+    for layer in adapter_layers(model).values():
+        layer.after_step(lr, progress)
 
 
 def merge_adapter(model: nn.Module) -> None:

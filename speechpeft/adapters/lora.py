@@ -43,7 +43,7 @@ class LoRAConfig:
 class LoRALinear(AdapterLayer):
     """``y = W x + (alpha/r) · B A dropout(x)``; A Kaiming-uniform, B zero (PEFT's default init)."""
 
-    def __init__(self, base_layer: nn.Linear, config: LoRAConfig, shared: dict):
+    def __init__(self, base_layer: nn.Linear, config: LoRAConfig, shared: dict, name: str = ""):
         super().__init__(base_layer, config)
         where = dict(device=base_layer.weight.device, dtype=adapter_dtype(base_layer.weight))
         self.lora_A = nn.Linear(self.in_features, config.rank, bias=False, **where)

@@ -17,6 +17,7 @@ the first step. (Zeroing B instead, as LoRA does, would leave λ without gradien
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,13 +30,28 @@ from .base import AdapterLayer, Targets, adapter_dtype, expect_tensor, normalise
 BASIS_PREFIX = "s2lora.basis."
 
 
+SHARE_MODES = ("shape", "stack", "leaf", "module")
+INITS = ("lam0", "b0")
+
+
 @dataclass(frozen=True)
 class S2LoRAConfig:
     rank: int = 32  # width of each shared basis; sparse λ decide how much of it each matrix uses
     alpha: float = 32.0  # scaling = alpha / rank, as in LoRA
-    l1: float = 1e-4  # proximal L1 strength on λ: threshold lr·l1 after each step; < 1, see below
+    l1: float = 1e-4  # proximal L1 strength on λ: threshold lr·lam_lr·l1 after each step; < 1, see below
     dropout: float = 0.0  # applied to the input of A
     targets: Targets = "attn"  # the paper adapts all attention projections
+    # Which matrices share one basis. "shape": every matrix of one shape (the paper's global
+    # sharing); "stack": also the same place in the block (e.g. encoder self-attention vs decoder
+    # cross-attention); "leaf": also the same projection (q, k, v, out, fc1...); "module": the same
+    # module of every layer (sharing across depth only).
+    share: str = "shape"
+    lam_lr: float = 1.0  # λ's learning rate as a multiple of the run's; the basis keeps the run's
+    # "lam0": λ = 0 with a random basis (λ gets gradient at once); "b0": B = 0, λ = 1, random A
+    # (LoRA's init: the basis output side starts at zero, every rank starts switched on)
+    init: str = "lam0"
+    l1_start: float = 0.0  # fraction of training before the proximal step begins (λ grows freely first)
+    l1_ramp: float = 0.0  # fraction of training over which the threshold then rises linearly to full
 
     def __post_init__(self):
         if not isinstance(self.rank, int) or self.rank < 1:
@@ -50,40 +66,78 @@ class S2LoRAConfig:
             )
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"S2LoRAConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.share not in SHARE_MODES:
+            raise ValueError(f"S2LoRAConfig.share must be one of {', '.join(SHARE_MODES)}, got {self.share!r}")
+        if self.init not in INITS:
+            raise ValueError(f"S2LoRAConfig.init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if not isinstance(self.lam_lr, (int, float)) or not self.lam_lr > 0:
+            raise ValueError(f"S2LoRAConfig.lam_lr must be a positive multiplier, got {self.lam_lr!r}")
+        for key in ("l1_start", "l1_ramp"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"S2LoRAConfig.{key} must be a fraction of training in [0, 1], got {value!r}")
+        if self.l1_start + self.l1_ramp > 1.0:
+            raise ValueError(f"S2LoRAConfig.l1_start + l1_ramp must be <= 1, got {self.l1_start!r} + {self.l1_ramp!r}")
         object.__setattr__(self, "targets", normalise_targets(self.targets, "S2LoRAConfig"))
 
     @property
     def scaling(self) -> float:
         return self.alpha / self.rank
 
+    def l1_factor(self, progress: float | None) -> float:
+        """How much of the L1 threshold applies at ``progress`` (0..1 of training; None: all of it)."""
+        if progress is None or progress >= self.l1_start + self.l1_ramp:
+            return 1.0
+        if progress < self.l1_start:
+            return 0.0
+        return (progress - self.l1_start) / self.l1_ramp
+
 
 class S2LoRABasis(nn.Module):
-    """One shared basis pair for every targeted matrix of shape (d_out, d_in)."""
+    """One shared basis pair for every targeted matrix of one sharing group."""
 
-    def __init__(self, d_in: int, d_out: int, rank: int, like: torch.Tensor):
+    def __init__(self, d_in: int, d_out: int, rank: int, like: torch.Tensor, init: str = "lam0"):
         super().__init__()
         where = dict(device=like.device, dtype=adapter_dtype(like))
         self.A = nn.Parameter(torch.empty(rank, d_in, **where))
         self.B = nn.Parameter(torch.empty(d_out, rank, **where))
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))  # bound 1/sqrt(d_in)
-        nn.init.kaiming_uniform_(self.B, a=math.sqrt(5))  # bound 1/sqrt(rank)
+        if init == "b0":
+            nn.init.zeros_(self.B)
+        else:
+            nn.init.kaiming_uniform_(self.B, a=math.sqrt(5))  # bound 1/sqrt(rank)
 
 
-def basis_key(d_out: int, d_in: int) -> str:
-    return f"{d_out}x{d_in}"
+def basis_key(name: str, d_out: int, d_in: int, share: str = "shape") -> str:
+    """The key of the basis that module ``name`` (d_out x d_in) shares under ``share``.
+
+    Layer indices are dropped from the name, so ``model.encoder.layers.3.self_attn.q_proj``
+    belongs to group ``model.encoder.layers.*.self_attn`` ("stack"), ``q_proj`` ("leaf") or
+    ``model.encoder.layers.*.self_attn.q_proj`` ("module").
+    """
+    shape = f"{d_out}x{d_in}"
+    if share == "shape":
+        return shape
+    pattern = re.sub(r"\.\d+(?=\.|$)", ".*", name)
+    stack, _, leaf = pattern.rpartition(".")
+    group = {"stack": stack, "leaf": leaf, "module": pattern}[share]
+    return f"{shape}@{group}"
 
 
 class S2LoRALinear(AdapterLayer):
     """``y = W x + s · B ((A dropout(x)) ⊙ λ)`` with (A, B) shared by every matrix of this shape."""
 
-    def __init__(self, base_layer: nn.Linear, config: S2LoRAConfig, shared: dict):
+    def __init__(self, base_layer: nn.Linear, config: S2LoRAConfig, shared: dict, name: str = ""):
         super().__init__(base_layer, config)
-        key = basis_key(self.out_features, self.in_features)
+        key = basis_key(name, self.out_features, self.in_features, config.share)
         if key not in shared:
-            shared[key] = S2LoRABasis(self.in_features, self.out_features, config.rank, base_layer.weight)
-        self.basis = shared[key]  # the same module object in every layer of this shape
+            shared[key] = S2LoRABasis(self.in_features, self.out_features, config.rank, base_layer.weight, config.init)
+        self.basis = shared[key]  # the same module object in every layer of this group
         self.basis_key = key
-        self.lam = nn.Parameter(torch.zeros(config.rank, device=base_layer.weight.device, dtype=self.basis.A.dtype))
+        start = 1.0 if config.init == "b0" else 0.0
+        self.lam = nn.Parameter(
+            torch.full((config.rank,), start, device=base_layer.weight.device, dtype=self.basis.A.dtype)
+        )
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.scaling = config.scaling
 
@@ -94,9 +148,13 @@ class S2LoRALinear(AdapterLayer):
     def delta_weight(self) -> torch.Tensor:
         return (self.basis.B * self.lam) @ self.basis.A * self.scaling  # (d_out, r)·(r, d_in)
 
+    def lr_scales(self) -> dict[str, float]:
+        return {"lam": self.config.lam_lr}
+
     @torch.no_grad()
-    def after_step(self, lr: float) -> None:
-        threshold = lr * self.config.l1
+    def after_step(self, lr: float, progress: float | None = None) -> None:
+        cfg = self.config
+        threshold = lr * cfg.lam_lr * cfg.l1 * cfg.l1_factor(progress)  # λ moved at lr·lam_lr
         if threshold > 0:
             lam = self.lam
             lam.copy_(lam.sign() * (lam.abs() - threshold).clamp_min(0))
@@ -128,7 +186,17 @@ class S2LoRALinear(AdapterLayer):
 
     @classmethod
     def summarize(cls, tensors: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-        return sparsity_of(tensors)
+        return {**sparsity_of(tensors), "rank_table": rank_table(tensors)}
+
+    @classmethod
+    def live_summary(cls, layers: Mapping[str, AdapterLayer]) -> dict[str, Any]:
+        stats = sparsity_of(cls.state_for_save(layers, prune=False))
+        zero = f"{stats['lambda_zero']:,} of {stats['lambda_entries']:,}"
+        return {
+            "sparsity": stats["zero_fraction"],
+            "rank_table": {name: int((layer.lam != 0).sum()) for name, layer in layers.items()},
+            "facts": {"S2-LoRA λ sparsity": f"{100 * stats['zero_fraction']:.1f} % of entries exactly zero ({zero})"},
+        }
 
 
 def _groups(layers: Mapping[str, AdapterLayer]) -> dict[str, tuple[S2LoRABasis, dict[str, S2LoRALinear]]]:
@@ -168,6 +236,15 @@ def sparsity_of(tensors: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     }
 
 
+def rank_table(tensors: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    """Module name -> how many of its λ entries are non-zero (the ranks it uses)."""
+    return {
+        k[: -len(".lam")]: int((t != 0).sum())
+        for k, t in sorted(tensors.items())
+        if k.endswith(".lam") and not k.startswith(BASIS_PREFIX)
+    }
+
+
 def s2lora_sparsity(model: nn.Module) -> dict[str, Any]:
     """Sparsity of the S2-LoRA coefficients in a live model, plus the ranks pruning would keep."""
     layers = {n: m for n, m in model.named_modules() if isinstance(m, S2LoRALinear)}
@@ -179,7 +256,7 @@ def s2lora_sparsity(model: nn.Module) -> dict[str, Any]:
 register_adapter("s2lora", S2LoRAConfig, S2LoRALinear)
 
 
-def s2lora_as_lora(tensors: Mapping[str, torch.Tensor], targets: Mapping[str, tuple[int, int]], scaling: float):
+def s2lora_as_lora(tensors: Mapping[str, torch.Tensor], targets: Mapping[str, tuple[int, int]], config: S2LoRAConfig):
     """Exact plain-LoRA tensors (PEFT keys) for a saved S2-LoRA adapter, and their common rank.
 
     Each matrix gets lora_A = A and lora_B = scaling · B · diag(λ) of its basis, so
@@ -188,10 +265,12 @@ def s2lora_as_lora(tensors: Mapping[str, torch.Tensor], targets: Mapping[str, tu
     """
     from .lora import PEFT_PREFIX
 
+    scaling = config.scaling
+
     rank = max((t.shape[0] for k, t in tensors.items() if k.startswith(BASIS_PREFIX) and k.endswith(".A")), default=0)
     out = {}
     for name, (d_out, d_in) in sorted(targets.items()):
-        key = f"{BASIS_PREFIX}{basis_key(d_out, d_in)}"
+        key = f"{BASIS_PREFIX}{basis_key(name, d_out, d_in, config.share)}"
         a, b, lam = tensors[f"{key}.A"], tensors[f"{key}.B"], tensors[f"{name}.lam"]
         lora_a = torch.zeros(rank, d_in, dtype=a.dtype)
         lora_b = torch.zeros(d_out, rank, dtype=b.dtype)

@@ -38,7 +38,7 @@ class USATAdapter(AdapterLayer):
     wraps = (nn.Linear, nn.Conv1d)
     mergeable = False
 
-    def __init__(self, base_layer: nn.Module, config: USATConfig, shared: dict):
+    def __init__(self, base_layer: nn.Module, config: USATConfig, shared: dict, name: str = ""):
         super().__init__(base_layer, config)
         d = self.out_features
         where = dict(device=base_layer.weight.device, dtype=adapter_dtype(base_layer.weight))

@@ -83,7 +83,22 @@ def format_summary(s: dict[str, Any]) -> str:
         ranks = ", ".join(f"{k}: {r}" for k, r in d["basis_ranks"].items())
         zero = f"{d['lambda_zero']:,} of {d['lambda_entries']:,}"
         lines.append(f"sparsity   {100 * d['zero_fraction']:.1f} % of λ entries are zero ({zero})")
-        lines.append(f"bases      stored rank per shared basis (d_out x d_in): {ranks}")
+        lines.append(f"bases      stored rank per shared basis: {ranks}")
     if "ranks" in d:
         lines.append(f"ranks      {', '.join(map(str, d['ranks']))}")
+    if d.get("rank_table"):
+        lines += ["ranks in use per matrix (non-zero λ), by layer:", *rank_lines(d["rank_table"])]
     return "\n".join(lines)
+
+
+def rank_lines(table: dict[str, int]) -> list[str]:
+    """The text twin of ranks.png: module roles down, layers across."""
+    from ..eval.report import rank_grid
+
+    roles, layers, values = rank_grid(table)
+    width = max(len(r) for r in roles)
+    out = ["  " + " " * width + " " + " ".join(f"{c:>3}" for c in layers)]
+    for role, row in zip(roles, values, strict=True):
+        cells = " ".join("  ." if v != v else f"{int(v):>3}" for v in row)  # NaN: not adapted in that layer
+        out.append(f"  {role:<{width}} {cells}")
+    return out

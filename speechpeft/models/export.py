@@ -70,7 +70,7 @@ def _write_peft(af, tmp: Path) -> None:
         shutil.copyfile(af.path / WEIGHTS, tmp / WEIGHTS)
         config = peft_config(af.config, list(af.targets), base)
     elif af.kind == "s2lora":
-        tensors, rank = s2lora_as_lora(af.tensors, af.targets, af.config.scaling)
+        tensors, rank = s2lora_as_lora(af.tensors, af.targets, af.config)
         if rank == 0:
             raise SpeechPeftError(f"'{af.path}': every S2-LoRA rank is zero; there is nothing to export")
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS), metadata={"format": "pt"})

@@ -21,24 +21,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..adapters import (
-    after_optimizer_step,
-    assert_adapter_mode,
-    load_adapter,
-    read_adapter,
-    save_adapter,
-)
-from ..adapters.s2lora import s2lora_sparsity
 from ..data import Utterance, bucketed_batches, load_audio, read_manifest
 from ..errors import SpeechPeftError
 from ..eval.asr import score_utterances, transcribe_utterances
+from ..eval.metrics import pooled, utterance_counts
 from ..eval.normalise import has_opencc, make_normaliser
-from ..eval.report import write_curves, write_report
+from ..eval.report import write_curves, write_rank_heatmap, write_report
 from ..fs import atomic_write_text
 from ..models.whisper import WhisperHost, load_whisper
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .recipe import Recipe, recipe_to_yaml
 from .runlog import MetricsLog, check_audio_headers
+from .tuning import AdapterTuning, Tuning
 
 
 @dataclass
@@ -53,37 +47,52 @@ class Run:
     test: list[Utterance]
     log: MetricsLog
     base_parameters: int  # the full model's, counted before a short window slices the position table
+    tuning: Tuning
     progress: bool = True
     counters: dict[str, Any] = field(default_factory=dict)
 
 
-def finetune(recipe: Recipe, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+def finetune(
+    recipe: Recipe,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    tuning: Tuning | None = None,
+    test: bool = True,
+) -> dict[str, Any]:
     """Train the recipe's adapter, keep the best on dev, and report test error before and after.
 
     Writes ``<output_dir>/<name>/``: ``adapter/``, ``metrics.jsonl``, ``curves.png``,
-    ``report.md``, ``recipe.yaml`` and ``checkpoint.pt``. Returns the report's facts.
+    ``report.md``, ``recipe.yaml`` and ``checkpoint.pt`` (and ``ranks.png`` for kinds that
+    allocate ranks, such as S2-LoRA). Returns the report's facts. ``tuning`` replaces the recipe's
+    adapter by another strategy (see ``train.tuning``); ``test=False`` never touches the test
+    split, for choosing settings on dev.
 
     Raises:
         SpeechPeftError: bad data (file:line), an existing run without --resume/--overwrite,
             a model that cannot be loaded, or a checkpoint that does not fit.
     """
     started = time.time()
-    run = _prepare(recipe, resume, overwrite, progress)
+    run = _prepare(recipe, resume, overwrite, progress, tuning or AdapterTuning(recipe.adapter.config()))
     zero = run.log.first("zero_shot")
-    if zero is None:
+    if zero is None and test:
         zero = _evaluate(run, run.test, f"zero-shot test ({run.host.window_seconds:g} s window)")
         run.log.append({"event": "zero_shot", **zero})
     run.host.set_window(recipe.model.window_seconds)
-    run.host.inject(recipe.adapter.config())
-    assert_adapter_mode(run.host.model)
+    run.tuning.attach(run.host.model)
+    trainable = run.tuning.summary(run.host.model)["trainable"]  # before a pruned best copy is loaded
+    if run.log.first("setup") is None:
+        run.log.append({"event": "setup", "tuning": run.tuning.label, "trainable": trainable})
     _train(run, resume)
-    _restore_best(run)
-    adapted = _evaluate(run, run.test, "adapted test")
-    run.log.append({"event": "test", "step": run.counters["best_step"], **adapted})
-    return _finish(run, zero, adapted, time.time() - started)
+    run.tuning.load(run.host.model, run.dir / "adapter")
+    adapted = None
+    if test:
+        adapted = _evaluate(run, run.test, "adapted test")
+        run.log.append({"event": "test", "step": run.counters["best_step"], **adapted})
+    return _finish(run, zero, adapted, trainable, time.time() - started)
 
 
-def _prepare(recipe: Recipe, resume: bool, overwrite: bool, progress: bool) -> Run:
+def _prepare(recipe: Recipe, resume: bool, overwrite: bool, progress: bool, tuning: Tuning) -> Run:
     run_dir = Path(recipe.output_dir) / recipe.name
     started = any((run_dir / f).exists() for f in (CHECKPOINT, "adapter", "report.md"))
     if started and not (resume or overwrite):
@@ -105,13 +114,13 @@ def _prepare(recipe: Recipe, resume: bool, overwrite: bool, progress: bool) -> R
     _check_durations(splits, recipe.model.window_seconds)
     run_dir.mkdir(parents=True, exist_ok=True)
     if overwrite and not resume:
-        for name in (CHECKPOINT, "report.md", "curves.png"):
+        for name in (CHECKPOINT, "report.md", "curves.png", "ranks.png"):
             (run_dir / name).unlink(missing_ok=True)
         shutil.rmtree(run_dir / "adapter", ignore_errors=True)
     log = MetricsLog(run_dir / "metrics.jsonl", fresh=not resume)
     atomic_write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
     base = sum(p.numel() for p in host.model.parameters())
-    return Run(recipe, run_dir, host, splits["train"], splits["dev"], splits["test"], log, base, progress)
+    return Run(recipe, run_dir, host, splits["train"], splits["dev"], splits["test"], log, base, tuning, progress)
 
 
 def _check_durations(splits: dict[str, list[Utterance]], window: float) -> None:
@@ -152,12 +161,15 @@ def _autocast(run: Run):
 def _train(run: Run, resume: bool) -> None:
     cfg = run.recipe.train
     model = run.host.model
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(run.recipe))
+    groups = run.tuning.param_groups(model, cfg.lr)
+    params = [p for g in groups for p in g["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    factor = _schedule(run.recipe)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)  # scales every group alike
     run.counters = {"step": 0, "epoch": 0, "batch": 0, "best": math.inf, "best_step": 0, "train_seconds": 0.0}
     if resume:
-        run.counters = load_checkpoint(run.dir / CHECKPOINT, model, optimizer, scheduler)
+        tensors, run.counters = load_checkpoint(run.dir / CHECKPOINT, optimizer, scheduler)
+        run.tuning.load_state(model, tensors, str(run.dir / CHECKPOINT))
         run.log.truncate_after(run.counters["step"])
     else:
         _dev_eval(run)  # update 0: the unadapted model in the training window
@@ -165,8 +177,8 @@ def _train(run: Run, resume: bool) -> None:
     while run.counters["step"] < cfg.max_steps:
         tick = time.time()
         loss = _update(run, optimizer, params)
-        lr = optimizer.param_groups[0]["lr"]
-        after_optimizer_step(model, lr)
+        lr = cfg.lr * factor(run.counters["step"])  # this update's lr, before any group's multiplier
+        run.tuning.after_step(model, lr, run.counters["step"] + 1, cfg.max_steps)
         scheduler.step()
         run.counters["step"] += 1
         run.counters["train_seconds"] += time.time() - tick
@@ -179,7 +191,7 @@ def _train(run: Run, resume: bool) -> None:
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             _dev_eval(run)
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-            save_checkpoint(run.dir / CHECKPOINT, model, optimizer, scheduler, run.counters)
+            save_checkpoint(run.dir / CHECKPOINT, run.tuning.state(model), optimizer, scheduler, run.counters)
     bar.close()
 
 
@@ -195,7 +207,7 @@ def _update(run: Run, optimizer, params) -> float:
         arrays = [load_audio(u.audio, rate, u.where, max_seconds=run.host.window_seconds) for u in utts]
         batch = run.host.batch(arrays, [u.text for u in utts], run.recipe.eval.language)
         with _autocast(run):
-            loss = run.host.loss(batch) / cfg.grad_accum
+            loss = run.tuning.loss(model, run.host.loss(batch)) / cfg.grad_accum
         loss.backward()
         total += loss.item()
     if cfg.max_grad_norm > 0:
@@ -224,8 +236,15 @@ def _evaluate(run: Run, utts: list[Utterance], desc: str) -> dict[str, Any]:
     hyps = transcribe_utterances(
         run.host, utts, ev.language, ev.beam, ev.batch_size, ev.max_tokens_per_second, desc, run.progress
     )
-    result = score_utterances(utts, hyps, ev.metric, normalise).as_dict()
+    counts = utterance_counts([u.text for u in utts], hyps, ev.metric, normalise)
+    result = pooled(counts, ev.metric).as_dict()
     out = {ev.metric: result["rate"], **result, "seconds": round(time.time() - tick, 1)}
+    speakers = sorted({u.speaker for u in utts if u.speaker})
+    if len(speakers) > 1:  # which voices an adapter helps is part of the result
+        out["per_speaker"] = {
+            s: round(pooled([c for c, u in zip(counts, utts, strict=True) if u.speaker == s], ev.metric).rate, 4)
+            for s in speakers
+        }
     out["window_seconds"] = run.host.window_seconds
     if ev.metric == "cer" and ev.normaliser != "zh_chars":
         out["wer"] = score_utterances(utts, hyps, "wer", normalise).rate
@@ -236,37 +255,38 @@ def _dev_eval(run: Run) -> None:
     step = run.counters["step"]
     result = _evaluate(run, run.dev, f"dev @ {step}")
     metric = result[run.recipe.eval.metric]
-    sparsity = s2lora_sparsity(run.host.model)["zero_fraction"] if run.recipe.adapter.kind == "s2lora" else None
+    sparsity = run.tuning.summary(run.host.model).get("sparsity") if step else None
     run.log.append({"event": "dev", "step": step, **result, "sparsity": sparsity})
     if metric < run.counters["best"]:
         run.counters["best"], run.counters["best_step"] = metric, step
-        save_adapter(run.host.model, run.dir / "adapter", prune=True, extra={"window_seconds": run.host.window_seconds})
+        run.tuning.save(run.host.model, run.dir / "adapter", {"window_seconds": run.host.window_seconds})
 
 
-def _restore_best(run: Run) -> None:
-    load_adapter(run.host.model, run.dir / "adapter")
-
-
-def _finish(run: Run, zero: dict[str, Any], adapted: dict[str, Any], total_seconds: float) -> dict[str, Any]:
+def _finish(
+    run: Run, zero: dict[str, Any] | None, adapted: dict[str, Any] | None, trainable: int, total_seconds: float
+) -> dict[str, Any]:
     r, ev = run.recipe, run.recipe.eval
-    params = read_adapter(run.dir / "adapter").record["parameters"]  # counted before pruning
+    summary = run.tuning.summary(run.host.model)  # of the best-on-dev state, restored
     norm = ev.normaliser + (" (+ opencc t2s)" if ev.normaliser == "zh_chars" and has_opencc() else "")
     synthetic = "SYNTHETIC speech. " if r.data.synthetic else ""
+    best_dev = next(row for row in run.log.rows() if row["event"] == "dev" and row["step"] == run.counters["best_step"])
     info = {
         "name": r.name,
         "model": r.model.name,
-        "adapter_kind": r.adapter.kind,
+        "adapter_kind": run.tuning.label,
         "metric": ev.metric,
         "zero_shot": zero,
         "adapted": adapted,
-        "zero_shot_window": zero["window_seconds"],
+        "best_dev": best_dev,
+        "dev_utterances": len(run.dev),
+        "zero_shot_window": zero["window_seconds"] if zero else None,
         "window_seconds": run.host.window_seconds,
         "best_step": run.counters["best_step"],
         "test_utterances": len(run.test),
         "data_description": f"{synthetic}{r.data.description or r.data.test}",
-        "trainable": params["trainable"],
+        "trainable": trainable,
         "base_parameters": run.base_parameters,
-        "stored": params["stored"],
+        "stored": summary.get("stored"),
         "steps": r.train.max_steps,
         "batch": f"{r.train.batch_size} utterances"
         + (f" x {r.train.grad_accum} accumulated" if r.train.grad_accum > 1 else ""),
@@ -275,12 +295,16 @@ def _finish(run: Run, zero: dict[str, Any], adapted: dict[str, Any], total_secon
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {run.host.device.type}",
         "decoding": f"beam {ev.beam}, language {ev.language}, at most 16 + {ev.max_tokens_per_second:g} tokens/s",
         "normaliser": norm,
-        "sparsity": s2lora_sparsity(run.host.model)["zero_fraction"] if r.adapter.kind == "s2lora" else None,
+        "sparsity": summary.get("sparsity"),
+        "facts": summary.get("facts", {}),
+        "rank_table": summary.get("rank_table"),
         "extra_metrics": [{"label": "WER", "zero": zero["wer"], "adapted": adapted["wer"]}]
-        if ev.metric == "cer" and "wer" in zero
+        if zero and adapted and "wer" in zero
         else [],
     }
-    title = f"{r.name}: {r.model.name} + {r.adapter.kind}" + (" (synthetic data)" if r.data.synthetic else "")
+    title = f"{r.name}: {r.model.name} + {run.tuning.label}" + (" (synthetic data)" if r.data.synthetic else "")
     write_curves(run.log.rows(), run.dir / "curves.png", ev.metric, title)
+    if info["rank_table"]:
+        write_rank_heatmap(info["rank_table"], run.dir / "ranks.png", f"{title}: ranks in use per matrix")
     write_report(run.dir / "report.md", info)
     return info

@@ -7,7 +7,9 @@ against the recipe file's folder.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,12 @@ from typing import Any
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
-from ..adapters import LoRAConfig, S2LoRAConfig
+from ..adapters import adapter_kind, registered_kinds
+from ..adapters.base import config_to_dict
 from ..errors import SpeechPeftError
 from ..eval.normalise import NORMALISERS
+
+DEFAULT_ADAPTER_KIND = "s2lora"
 
 
 class RecipeError(SpeechPeftError):
@@ -40,25 +45,60 @@ class ModelSection:
         _check(self.device in ("auto", "cpu", "cuda"), "model.device", "must be auto, cpu or cuda", self.device)
 
 
-@dataclass
+@dataclass(frozen=True)
 class AdapterSection:
-    kind: str = "s2lora"  # lora or s2lora
-    targets: str = "attn"  # preset (attn, attn_qv, all_linear) or regex over module names
-    rank: int = 32
-    alpha: float = 32.0  # scaling = alpha / rank
-    dropout: float = 0.0
-    l1: float = 1e-4  # s2lora only: proximal L1 strength on the coefficients
+    """The ``adapter`` section: ``kind`` plus the fields of that kind's config dataclass.
 
-    def __post_init__(self):
-        _check(self.kind in ("lora", "s2lora"), "adapter.kind", "must be lora or s2lora", self.kind)
+    The section is open: every registered kind's config fields are its keys (documented beside
+    each field in the kind's own file), so a new kind needs no change here.
+    """
+
+    kind: str
+    options: dict[str, Any]  # the kind's config fields given in the recipe
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """Every field of the kind's config, defaults filled in."""
+        return config_to_dict(self.config())
+
+    def config(self) -> Any:
+        return adapter_kind(self.kind).config_cls(**self.options)
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], kind_overridden: bool = False) -> AdapterSection:
+        """Validate an ``adapter`` mapping against its kind's config.
+
+        When the kind was switched by an override, the recipe's keys that only other kinds know
+        (``l1`` for s2lora, say) are dropped; otherwise any key the kind does not know is an error.
+
+        Raises:
+            RecipeError: unknown kind, unknown key, or a value the kind's config rejects.
+        """
+        data = dict(data)
+        kind = data.pop("kind", DEFAULT_ADAPTER_KIND)
+        known = registered_kinds()
+        if kind not in known:
+            raise RecipeError(f"adapter.kind must be one of {', '.join(known)}, got {kind!r}")
+        names = {f.name for f in dataclasses.fields(adapter_kind(kind).config_cls)}
+        others = {f.name for k in known for f in dataclasses.fields(adapter_kind(k).config_cls)} - names
+        for key in sorted(set(data) - names):
+            if kind_overridden and key in others:
+                del data[key]
+                continue
+            near = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
+            hint = (
+                f"nearest valid keys: {', '.join(f'adapter.{n}' for n in near)}"
+                if near
+                else (f"valid keys: adapter.kind, {', '.join(f'adapter.{n}' for n in sorted(names))}")
+            )
+            raise RecipeError(f"unknown recipe key 'adapter.{key}' for {kind} adapters; {hint}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        section = cls(kind, values)
         try:
-            self.config()
-        except ValueError as e:  # the config names the field; say it the recipe's way
-            raise RecipeError(f"adapter: {e}".replace("LoRAConfig.", "").replace("S2", "")) from None
-
-    def config(self) -> LoRAConfig | S2LoRAConfig:
-        common = dict(rank=self.rank, alpha=self.alpha, dropout=self.dropout, targets=self.targets)
-        return S2LoRAConfig(l1=self.l1, **common) if self.kind == "s2lora" else LoRAConfig(**common)
+            section.config()
+        except (TypeError, ValueError) as e:  # the config names its field; say it the recipe's way
+            raise RecipeError(re.sub(r"\b\w+Config\.(\w+)", r"adapter.\1", str(e))) from None
+        return section
 
 
 @dataclass
@@ -123,7 +163,8 @@ class Recipe:
     name: str = MISSING  # run name: output goes to <output_dir>/<name>/
     output_dir: str = "runs"
     model: ModelSection = field(default_factory=ModelSection)
-    adapter: AdapterSection = field(default_factory=AdapterSection)
+    # `kind` plus that kind's config fields (see AdapterSection); parsed after the merge
+    adapter: Any = field(default_factory=lambda: {"kind": DEFAULT_ADAPTER_KIND})
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
     eval: EvalSection = field(default_factory=EvalSection)
@@ -175,13 +216,18 @@ def load_recipe(name_or_path: str, overrides: list[str] = ()) -> Recipe:
     except Exception as e:  # yaml's errors carry line and column
         raise RecipeError(f"{path}: invalid YAML ({' '.join(str(e).split())})") from None
     cfg = _merge(OmegaConf.structured(Recipe), raw, str(path))
+    kind_overridden = False
     for item in overrides:
         key, sep, _ = item.partition("=")
         if not sep or not key:
             raise RecipeError(f"override {item!r} must look like section.key=value")
         cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override {item!r}")
+        kind_overridden |= key.strip() == "adapter.kind"
     try:
         recipe = OmegaConf.to_object(cfg)
+        if not isinstance(recipe.adapter, dict):
+            raise RecipeError(f"adapter must be a mapping with a kind, got {recipe.adapter!r}")
+        recipe.adapter = AdapterSection.parse(recipe.adapter, kind_overridden)
     except MissingMandatoryValue as e:
         raise RecipeError(f"{path}: {e.full_key} is required") from None
     except RecipeError as e:
@@ -210,6 +256,10 @@ def _merge(base: Any, extra: Any, where: str) -> Any:
 def _all_keys(cls: type, prefix: str = "") -> list[str]:
     out = []
     for f in fields(cls):
+        if f.name == "adapter" and cls is Recipe:
+            kinds = [adapter_kind(k).config_cls for k in registered_kinds()]
+            out += sorted({f"adapter.{g.name}" for c in kinds for g in fields(c)} | {"adapter.kind"})
+            continue
         sub = f.default_factory if is_dataclass(f.default_factory) else None  # type: ignore[arg-type]
         out += _all_keys(sub, f"{prefix}{f.name}.") if sub else [f"{prefix}{f.name}"]
     return out
@@ -221,4 +271,6 @@ def _sections() -> list[str]:
 
 def recipe_to_yaml(recipe: Recipe) -> str:
     """The effective recipe (defaults filled in) as YAML."""
-    return OmegaConf.to_yaml(OmegaConf.structured(recipe))
+    adapter = recipe.adapter
+    plain = dataclasses.replace(recipe, adapter={"kind": adapter.kind, **adapter.fields})
+    return OmegaConf.to_yaml(OmegaConf.structured(plain))

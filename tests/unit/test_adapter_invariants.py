@@ -23,6 +23,9 @@ CASES = {
     "lora-all_linear": LoRAConfig(rank=4, alpha=8, targets="all_linear"),
     "s2lora-attn": S2LoRAConfig(rank=8, targets="attn"),
     "s2lora-all_linear": S2LoRAConfig(rank=8, targets="all_linear"),  # three basis shapes
+    # a basis per projection, LoRA-like init (B = 0, λ = 1), its own λ learning rate
+    "s2lora-leaf-b0": S2LoRAConfig(rank=8, targets="all_linear", share="leaf", init="b0", lam_lr=5.0),
+    "s2lora-stack": S2LoRAConfig(rank=4, targets="attn", share="stack"),
 }
 
 

@@ -47,7 +47,11 @@ def test_overrides_coerce_types():
         (["train.lr=abc"], "bad value for 'train.lr'"),
         (["train.lrr=1"], "unknown recipe key 'train.lrr'; nearest valid keys: train.lr"),
         (["train.max_steps=0"], "train.max_steps must be >= 1"),
-        (["adapter.kind=dora"], "adapter.kind must be lora or s2lora"),
+        (["adapter.kind=dora"], "adapter.kind must be one of lora, s2lora"),
+        (["adapter.rnak=3"], "unknown recipe key 'adapter.rnak' for s2lora adapters; nearest valid keys: adapter.rank"),
+        (["adapter.share=layer"], "adapter.share must be one of shape, stack, leaf, module"),
+        (["adapter.lam_lr=0"], "adapter.lam_lr must be a positive multiplier"),
+        (["adapter.l1_start=0.8", "adapter.l1_ramp=0.5"], "adapter.l1_start + l1_ramp must be <= 1"),
         (["lr"], "must look like section.key=value"),
     ],
 )

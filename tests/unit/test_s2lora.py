@@ -93,3 +93,73 @@ def test_training_with_l1_sparsifies_while_loss_falls(tiny_whisper, tiny_batch):
         losses.append(loss.item())
     assert losses[-1] < losses[0]
     assert 0 < s2lora_sparsity(model)["zero_fraction"] < 1
+
+
+def test_share_modes_group_matrices_by_shape_place_or_projection(tiny_whisper):
+    expected = {
+        "shape": ["64x64"],
+        "stack": ["64x64@model.decoder.layers.*.encoder_attn", "64x64@model.decoder.layers.*.self_attn",
+                  "64x64@model.encoder.layers.*.self_attn"],
+        "leaf": ["64x64@k_proj", "64x64@out_proj", "64x64@q_proj", "64x64@v_proj"],
+    }  # fmt: skip
+    for share, keys in expected.items():
+        model = tiny_whisper()
+        inject(model, S2LoRAConfig(rank=4, targets="attn", share=share))
+        layers = adapter_layers(model)
+        assert sorted({layer.basis_key for layer in layers.values()}) == keys, share
+        q0 = layers["model.encoder.layers.0.self_attn.q_proj"]
+        assert q0.basis is layers["model.encoder.layers.1.self_attn.q_proj"].basis  # shared across depth always
+        assert (q0.basis is layers["model.encoder.layers.0.self_attn.k_proj"].basis) == (share in ("shape", "stack"))
+    model = tiny_whisper()
+    inject(model, S2LoRAConfig(rank=4, targets="attn", share="module"))
+    assert len({layer.basis_key for layer in adapter_layers(model).values()}) == 12  # 3 attention kinds x q/k/v/o
+
+
+def test_lambda_gets_its_own_learning_rate_group(tiny_whisper):
+    from speechpeft.adapters.inject import adapter_param_groups
+
+    model = tiny_whisper()
+    inject(model, S2LoRAConfig(rank=4, targets="attn", lam_lr=10.0))
+    groups = adapter_param_groups(model, lr=1e-3)
+    by_scale = {g["lr_scale"]: g for g in groups}
+    assert sorted(by_scale) == [1.0, 10.0] and by_scale[10.0]["lr"] == 1e-2
+    lams = {id(layer.lam) for layer in adapter_layers(model).values()}
+    assert {id(p) for p in by_scale[10.0]["params"]} == lams
+    assert sum(p.numel() for g in groups for p in g["params"]) == count_parameters(model)["adapter"]
+
+
+def test_l1_waits_then_ramps_and_scales_with_lambda_lr(tiny_whisper):
+    cfg = S2LoRAConfig(rank=4, l1=0.5, lam_lr=2.0, l1_start=0.25, l1_ramp=0.5)
+    assert [cfg.l1_factor(p) for p in (0.0, 0.2, 0.5, 0.75, 1.0, None)] == [0.0, 0.0, 0.5, 1.0, 1.0, 1.0]
+    model = tiny_whisper()
+    inject(model, cfg)
+    layer = next(iter(adapter_layers(model).values()))
+    with torch.no_grad():
+        layer.lam.fill_(1.0)
+    after_optimizer_step(model, lr=0.1, progress=0.1)  # before l1_start: untouched
+    assert torch.equal(layer.lam, torch.ones(4))
+    after_optimizer_step(model, lr=0.1, progress=0.5)  # half-way up the ramp: 0.1 x 2 x 0.5 x 0.5
+    torch.testing.assert_close(layer.lam, torch.full((4,), 0.95))
+
+
+def test_b0_init_starts_every_rank_switched_on_with_a_zero_output_basis(tiny_whisper, tiny_batch):
+    model = tiny_whisper()
+    inject(model, S2LoRAConfig(rank=4, init="b0"))
+    layer = next(iter(adapter_layers(model).values()))
+    assert torch.equal(layer.lam, torch.ones(4)) and torch.count_nonzero(layer.basis.B) == 0
+    model(**tiny_batch).loss.backward()
+    assert layer.basis.B.grad.abs().sum() > 0  # B learns first; λ follows once B is non-zero
+
+
+def test_rank_table_counts_non_zero_lambda_per_matrix(tiny_whisper, tmp_path):
+    model = tiny_whisper()
+    inject(model, S2LoRAConfig(rank=4))
+    with torch.no_grad():
+        for i, layer in enumerate(adapter_layers(model).values()):
+            layer.lam.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]) if i % 2 else torch.ones(4))
+    live = adapter_layers(model)["model.encoder.layers.0.self_attn.q_proj"].live_summary(adapter_layers(model))
+    save_adapter(model, tmp_path / "a")
+    saved = read_adapter(tmp_path / "a")
+    table = type(next(iter(adapter_layers(model).values()))).summarize(saved.tensors)["rank_table"]
+    assert table == live["rank_table"] and sorted(set(table.values())) == [1, 4]
+    assert live["sparsity"] == 0.375  # half the matrices keep 1 of 4

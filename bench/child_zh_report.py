@@ -1,0 +1,147 @@
+"""bench/child_zh.md and bench/child_zh_ranks.png from the rows bench/child_zh.py measured."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from speechpeft.eval.bootstrap import paired_test
+from speechpeft.fs import atomic_write
+
+
+def _ci(r: dict[str, Any]) -> str:
+    low, high = r["ci"] or (float("nan"), float("nan"))
+    return f"{r['cer']:.4f} [{low:.4f}, {high:.4f}]"
+
+
+def _voices(values: dict[str, float]) -> str:
+    return " / ".join(f"{v:.3f}" for _, v in sorted(values.items()))
+
+
+def render(results: list[tuple[Any, dict]], zero: dict, recipe, steps: int, note: str, ranks_png: str) -> str:
+    by_key = {row.key: r for row, r in results}
+    recipe_row = by_key.get("s2lora")
+    lora = by_key.get("lora")
+    t = recipe.train
+    n_test = len(results[0][1]["edits"]) if results else 0
+    lines = [
+        "# child_zh benchmark: zero-shot whisper-base vs LoRA, S2-LoRA, AdaLoRA, VeRA, full fine-tune",
+        "",
+        "**The child_zh figures are on SYNTHETIC speech** (data/child_zh_demo: espeak-ng Mandarin raised to a",
+        "child-like pitch; 300 train utterances of 5 voices, dev 120 of 3 voices, test 99 of 3 other voices).",
+        "The English column is real speech: the five LibriVox clips of tests/data/librivox (one reader).",
+        "",
+        f"Made by `python bench/child_zh.py` (one run, {dt.date.today().isoformat()}): {platform.machine()} CPU, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}, fp32. Every row: {steps} updates x "
+        f"{t.batch_size} utterances, warm-up {t.warmup_steps} then linear decay, seed {t.seed}, the same batches, "
+        f"best dev checkpoint (dev every {t.eval_every} updates), {recipe.model.window_seconds:g} s encoder window. "
+        "Learning rates: 2e-3 unless the row's recipe says otherwise (chosen on dev, bench/s2lora_study.md).",
+        "Decoding: greedy, language forced (zh for the corpus, en for LibriVox), at most 16 + 12 tokens per second.",
+        f"Test CER: `zh_chars` normaliser, pooled over the {n_test} test utterances, 95 % percentile bootstrap",
+        "interval over utterances (9,999 resamples); Δ: paired bootstrap against the recipe's S2-LoRA (negative =",
+        "better than it).",
+        "English WER: Whisper's English normaliser, pooled over the clips, adapter attached.",
+        "",
+        "| model | trainable params | test CER [95 % CI] | t1 / t2 / t3 | Δ vs recipe (p) | best dev CER | "
+        "d1 / d2 / d3 | λ zero | English WER | s / update |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, z in (("zero-shot, 30 s window", zero["window30"]), ("zero-shot, 8 s window", zero["short"])):
+        lines.append(f"| {label} | 0 | {_ci(z)} | {_voices(z['voices'])} | | | | | {z['english_wer']:.4f} | |")
+    for row, r in results:
+        delta = ""
+        if recipe_row is not None and row.key != "s2lora":
+            p = paired_test(r["edits"], recipe_row["edits"], r["units"])
+            delta = f"{p['delta']:+.4f} (p={p['p_value']:.3f})"
+        share = f" ({r['trainable'] / lora['trainable']:.3f}x LoRA)" if lora else ""
+        sparsity = "-" if r["sparsity"] is None else f"{100 * r['sparsity']:.1f} %"
+        lines.append(
+            f"| {row.label} | {r['trainable']:,}{share} | {_ci(r)} | {_voices(r['voices'])} | {delta} | "
+            f"{r['dev']:.4f} | {_voices(r['dev_voices'])} | {sparsity} | {r['english_wer']:.4f} | "
+            f"{r['step_seconds']:.2f} |"
+        )
+    lines += ["", "Why each row: " + "; ".join(f"**{row.label}**: {row.why}" for row, _ in results if row.why) + "."]
+    if recipe_row and lora:
+        lines += ["", "## Issue 9's acceptance, checked on this run", ""]
+        lines += _checks(by_key, zero)
+    lines += [
+        "",
+        "## Rank allocation",
+        "",
+        f"![ranks]({ranks_png})",
+        "",
+        "Left: ranks each matrix of the recipe's S2-LoRA uses at its best dev checkpoint (non-zero λ entries).",
+        "Right: AdaLoRA's final allocation (non-zero singular values, lora_E) on the same matrices.",
+        "",
+        "## The recipe",
+        "",
+        "```yaml",
+        (recipe_row or {}).get("recipe", "").strip(),
+        "```",
+    ]
+    if note:
+        lines += ["", f"Run notes: {note}"]
+    return "\n".join(lines) + "\n"
+
+
+def _checks(by_key: dict[str, dict], zero: dict) -> list[str]:
+    s2, lora = by_key["s2lora"], by_key["lora"]
+    out = []
+
+    def check(ok: bool, text: str) -> None:
+        out.append(f"- {'**met**' if ok else '**missed**'}: {text}")
+
+    check(s2["cer"] <= lora["cer"], f"S2-LoRA test CER {s2['cer']:.4f} <= LoRA r=8's {lora['cer']:.4f}")
+    if "adalora" in by_key:
+        ada = by_key["adalora"]["cer"]
+        check(s2["cer"] <= 1.1 * ada, f"within 10 % relative of AdaLoRA's {ada:.4f} (bound {1.1 * ada:.4f})")
+    if "vera" in by_key:
+        vera = by_key["vera"]["cer"]
+        check(s2["cer"] <= vera, f"no worse than VeRA's {vera:.4f}")
+    check(
+        s2["trainable"] * 8 <= lora["trainable"],
+        f"{s2['trainable']:,} trainable parameters <= 1/8 of LoRA's {lora['trainable']:,} ({lora['trainable'] // 8:,})",
+    )
+    bound = zero["window30"]["english_wer"] + 0.01
+    check(s2["english_wer"] <= bound, f"English WER {s2['english_wer']:.4f} <= zero-shot + 0.01 ({bound:.4f})")
+    if s2["sparsity"] is not None:
+        check(s2["sparsity"] >= 0.5, f"{100 * s2['sparsity']:.1f} % of λ entries exactly zero (>= 50 %)")
+    return out
+
+
+def write_ranks(results: list[tuple[Any, dict]], path: Path) -> None:
+    """The recipe's S2-LoRA ranks beside AdaLoRA's final allocation, module roles x layers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from speechpeft.eval.report import rank_grid
+
+    panels = [
+        (row.label, r["rank_table"]) for row, r in results if r.get("rank_table") and row.key in ("s2lora", "adalora")
+    ]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 6), squeeze=False)
+    for ax, (label, table) in zip(axes[0], panels, strict=True):
+        names, layers, values = rank_grid(table)
+        grid = np.array(values, dtype=float)
+        image = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=0)
+        ax.set_xticks(range(len(layers)), layers)
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.set_xlabel("layer")
+        for i, j in np.ndindex(grid.shape):
+            if not np.isnan(grid[i, j]):
+                ax.text(j, i, f"{int(grid[i, j])}", ha="center", va="center", fontsize=7, color="white")
+        fig.colorbar(image, ax=ax, label="ranks in use")
+        ax.set_title(label, fontsize=10)
+    fig.suptitle("Ranks in use per matrix, SYNTHETIC child_zh corpus (bench/child_zh.py)")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)

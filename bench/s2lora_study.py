@@ -1,0 +1,180 @@
+"""S2-LoRA design study on the SYNTHETIC child_zh demo corpus, chosen on dev only.
+
+Every variant is the child_zh recipe with a few overrides, trained by the same
+`speechpeft.train.finetune` as the CLI, for fewer updates than the recipe (a screen), and scored
+on the dev split only: the test split is never decoded here. Writes bench/s2lora_study.md.
+
+    python bench/s2lora_study.py --round 1                 # every round-1 variant, one after another
+    python bench/s2lora_study.py --round 1 --threads 1 &   # or two workers, one core each: each takes
+    python bench/s2lora_study.py --round 1 --threads 1 &   # the next variant nobody has claimed
+    python bench/s2lora_study.py --render                  # the table from whatever has finished
+
+A finished variant is never run again (its run folder holds the result); an interrupted one
+resumes from its checkpoint (delete its `.claim` file first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from speechpeft.train import finetune, load_recipe  # noqa: E402
+from speechpeft.train.checkpoint import CHECKPOINT  # noqa: E402
+
+ENC_ATTN = r"model\.encoder\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj)"
+DEC_ATTN = r"model\.decoder\.layers\.\d+\.(self_attn|encoder_attn)\.(q_proj|k_proj|v_proj|out_proj)"
+
+# (name, what it tests, overrides); every one starts from the child_zh recipe
+ROUNDS: dict[int, list[tuple[str, str, list[str]]]] = {
+    1: [
+        ("base", "the recipe as shipped (r=32, attn, one basis per shape, l1=1e-4)", []),
+        ("lamlr3", "λ learning rate x3", ["adapter.lam_lr=3"]),
+        ("lamlr10", "λ learning rate x10", ["adapter.lam_lr=10"]),
+        ("initb0", "LoRA-like init: B = 0, λ = 1", ["adapter.init=b0"]),
+        (
+            "stack11",
+            "one basis per place in the block (enc self / dec self / dec cross), r=11",
+            ["adapter.share=stack", "adapter.rank=11", "adapter.alpha=11"],
+        ),
+        (
+            "leaf8",
+            "one basis per projection (q / k / v / out), r=8",
+            ["adapter.share=leaf", "adapter.rank=8", "adapter.alpha=8"],
+        ),
+        ("enc", "encoder self-attention only", [f"adapter.targets={ENC_ATTN}"]),
+        ("dec", "decoder self- and cross-attention only", [f"adapter.targets={DEC_ATTN}"]),
+        ("r16", "rank 16", ["adapter.rank=16", "adapter.alpha=16"]),
+        ("lr5e-3", "learning rate 5e-3 (basis and λ)", ["train.lr=5e-3"]),
+        (
+            "alllin5",
+            "fc1/fc2 too (all_linear), r=5 to stay in budget",
+            ["adapter.targets=all_linear", "adapter.rank=5", "adapter.alpha=5"],
+        ),
+        ("r64", "rank 64 (over the 1/8-of-LoRA budget; for information)", ["adapter.rank=64", "adapter.alpha=64"]),
+    ],
+}
+
+
+def run_dir(out: Path, name: str) -> Path:
+    return out / f"study-{name}"
+
+
+def claim(out: Path, name: str) -> bool:
+    """Take variant ``name`` for this worker unless another has (an exclusive create of a file)."""
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(out / f"study-{name}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+def run_variant(name: str, overrides: list[str], steps: int, out: Path) -> None:
+    folder = run_dir(out, name)
+    if (folder / "report.md").is_file():
+        print(f"== {name}: done already", flush=True)
+        return
+    resume = (folder / CHECKPOINT).is_file()
+    recipe = load_recipe(
+        "child_zh",
+        [f"name={folder.name}", f"output_dir={out}", f"train.max_steps={steps}", "train.eval_every=75", *overrides],
+    )
+    print(f"== {name}: {' '.join(overrides) or '(recipe)'}" + (" (resumed)" if resume else ""), flush=True)
+    finetune(recipe, resume=resume, overwrite=not resume, progress=True, test=False)
+
+
+def result(out: Path, name: str) -> dict | None:
+    folder = run_dir(out, name)
+    if not (folder / "report.md").is_file():
+        return None
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    dev = [r for r in rows if r["event"] == "dev"]
+    best = min(dev, key=lambda r: (r["rate"], r["step"]))
+    meta = _adapter_record(folder / "adapter")
+    return {
+        "dev": best["rate"],
+        "step": best["step"],
+        "per_speaker": best.get("per_speaker"),
+        "trainable": meta["parameters"]["trainable"],
+        "sparsity": dev[-1].get("sparsity"),
+        "steps": max(r["step"] for r in rows if r["event"] == "train"),
+    }
+
+
+def _adapter_record(path: Path) -> dict:
+    from speechpeft.adapters import read_adapter
+
+    return read_adapter(path).record
+
+
+def render(out: Path, report: Path) -> None:
+    lines = [
+        "# S2-LoRA design study (dev only)",
+        "",
+        "**SYNTHETIC speech** (data/child_zh_demo). Each variant is the child_zh recipe with the overrides",
+        "shown, trained by `speechpeft.train.finetune` for the updates shown (a screen, shorter than the",
+        "recipe's), and scored on the **dev split only** (d1: an `f` variant like the training voices; d2, d3:",
+        "variants of other families, 120 utterances). The test split is not decoded by this script.",
+        f"Rendered {dt.date.today().isoformat()} on {platform.machine()}, torch {torch.__version__}, fp32 CPU.",
+        "",
+    ]
+    for number, variants in ROUNDS.items():
+        lines += [
+            f"## Round {number}",
+            "",
+            "| variant | what it tests | overrides | updates | best dev CER (at update) | d1 / d2 / d3 | trainable "
+            "| λ zero at end |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, what, overrides in variants:
+            r = result(out, name)
+            if r is None:
+                lines.append(f"| {name} | {what} | `{' '.join(overrides)}` | (not run yet) | | | | |")
+                continue
+            sparsity = "-" if r["sparsity"] is None else f"{100 * r['sparsity']:.0f} %"
+            voices = " / ".join(f"{v:.3f}" for v in (r["per_speaker"] or {}).values())
+            lines.append(
+                f"| {name} | {what} | `{' '.join(overrides) or '-'}` | {r['steps']} | {r['dev']:.4f} ({r['step']}) | "
+                f"{voices} | {r['trainable']:,} | {sparsity} |"
+            )
+        lines.append("")
+    report.write_text("\n".join(lines), encoding="utf-8")
+    print(f"wrote {report}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--round", type=int, choices=sorted(ROUNDS), help="run this round's variants")
+    parser.add_argument("--only", help="comma-separated variant names of the round")
+    parser.add_argument("--steps", type=int, default=150, help="updates per variant (default: %(default)s)")
+    parser.add_argument("--threads", type=int, help="torch threads for this process")
+    parser.add_argument("--out", type=Path, default=HERE / "runs")
+    parser.add_argument("--render", action="store_true", help="write the table from the finished runs")
+    parser.add_argument("--report", type=Path, default=HERE / "s2lora_study.md")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.round is not None:
+        variants = ROUNDS[args.round]
+        if args.only:
+            wanted = set(args.only.split(","))
+            variants = [v for v in variants if v[0] in wanted]
+        for name, _, overrides in variants:
+            if not (run_dir(args.out, name) / "report.md").is_file() and claim(args.out, name):
+                run_variant(name, overrides, args.steps, args.out)
+    if args.render or args.round is None:
+        render(args.out, args.report)
+
+
+if __name__ == "__main__":
+    main()
