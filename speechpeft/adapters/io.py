@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import AdapterFileError, BaseMismatchError, SpeechPeftError
-from ..fs import atomic_write, atomic_write_text
+from ..fs import atomic_dir, link_or_copy
 from .base import AdapterLayer, adapter_kind, config_from_dict, config_to_dict, features
 from .inject import adapter_layers, count_parameters, inject
 from .lora import PEFT_PREFIX, config_from_peft, peft_config
@@ -50,7 +50,7 @@ class AdapterFile:
 
 
 def save_adapter(model: nn.Module, path: str | Path, prune: bool = True, extra: dict[str, Any] | None = None) -> Path:
-    """Write the model's adapter to directory ``path`` (created if needed), atomically per file.
+    """Write the model's adapter to directory ``path`` (created if needed), atomically as a whole.
 
     ``prune`` drops S2-LoRA ranks that are zero in every matrix; LoRA ignores it. ``extra``
     (JSON values) is stored in the record under ``"host"``, e.g. the encoder window it was
@@ -87,12 +87,20 @@ def save_adapter(model: nn.Module, path: str | Path, prune: bool = True, extra: 
     }
     path = Path(path)
     meta = {"format": "pt", "speechpeft": json.dumps(record)}
-    atomic_write(path / WEIGHTS, lambda tmp: save_file(tensors, tmp, metadata=meta))
     if kind.name == "lora":
         cfg = peft_config(first.config, list(layers), record["base_model"])
     else:
         cfg = {"speechpeft_kind": kind.name, **record["config"], "base_model_name_or_path": record["base_model"]}
-    atomic_write_text(path / CONFIG, json.dumps(cfg, indent=2) + "\n")
+
+    def write(tmp: Path) -> None:
+        if path.is_dir():  # keep what else the folder holds (a processor, a vocabulary...)
+            for entry in path.iterdir():
+                if entry.name not in (WEIGHTS, CONFIG):
+                    link_or_copy(entry, tmp / entry.name)
+        save_file(tensors, str(tmp / WEIGHTS), metadata=meta)
+        (tmp / CONFIG).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+
+    atomic_dir(path, write)  # weights and config change together or not at all
     return path
 
 

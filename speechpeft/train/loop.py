@@ -27,7 +27,7 @@ from ..eval.asr import score_utterances, transcribe_utterances
 from ..eval.metrics import pooled, utterance_counts
 from ..eval.normalise import has_opencc, make_normaliser
 from ..eval.report import write_curves, write_rank_heatmap, write_report
-from ..fs import atomic_write_text
+from ..fs import atomic_write_text, remove_leftovers
 from ..models.whisper import WhisperHost, load_whisper
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .recipe import Recipe, recipe_to_yaml
@@ -113,6 +113,7 @@ def _prepare(recipe: Recipe, resume: bool, overwrite: bool, progress: bool, tuni
         )
     _check_durations(splits, recipe.model.window_seconds)
     run_dir.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(run_dir, [CHECKPOINT, "adapter", "metrics.jsonl", "recipe.yaml", "report.md", "curves.png"])
     if overwrite and not resume:
         for name in (CHECKPOINT, "report.md", "curves.png", "ranks.png"):
             (run_dir / name).unlink(missing_ok=True)

@@ -38,11 +38,19 @@ def test_finetune_cli_trains_loss_falls_and_writes_every_artefact(tiny_recipe, c
     assert len(losses) == 16
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.1
     assert [r["step"] for r in rows(run, "dev")] == [0, 4, 8, 12, 16]
-    for name in ("adapter/adapter_model.safetensors", "metrics.jsonl", "curves.png", "report.md", "checkpoint.pt"):
+    for name in (
+        "adapter/adapter_model.safetensors",
+        "metrics.jsonl",
+        "curves.png",
+        "ranks.png",
+        "report.md",
+        "checkpoint.pt",
+    ):
         assert (run / name).is_file(), name
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (run / "report.md").read_text(encoding="utf-8")
     assert "SYNTHETIC" in report and "zero-shot" in report and "adapted" in report and "trainable parameters" in report
+    assert "S2-LoRA λ sparsity" in report and "ranks.png" in report
     zero, test = rows(run, "zero_shot")[0], rows(run, "test")[0]
     assert f"{zero['cer']:.4f}" in report and f"{test['cer']:.4f}" in report
 
@@ -68,30 +76,70 @@ def test_bad_audio_in_a_manifest_names_file_and_line(tiny_recipe, capsys):
 KILLER = """
 import os, signal, sys
 import speechpeft.train.loop as loop
-original = loop._update
-def update(run, *args):
-    if run.counters["step"] == int(sys.argv[2]):
+recipe, mode, at, *overrides = sys.argv[1:]
+original_update, original_save = loop._update, loop.save_checkpoint
+
+def update(run, *args):  # die before the update numbered `at`
+    if mode == "update" and run.counters["step"] == int(at):
         os.kill(os.getpid(), signal.SIGKILL)
-    return original(run, *args)
-loop._update = update
+    return original_update(run, *args)
+
+def save(path, tensors, optimizer, scheduler, counters):  # die half-way through writing a checkpoint
+    if mode == "checkpoint" and counters["step"] == int(at):
+        import torch
+        real = torch.save
+        def torn(obj, f):
+            real(obj, f)
+            os.truncate(f, os.path.getsize(f) // 2)
+            os.kill(os.getpid(), signal.SIGKILL)
+        torch.save = torn
+    return original_save(path, tensors, optimizer, scheduler, counters)
+
+loop._update, loop.save_checkpoint = update, save
 from speechpeft.cli import main
-sys.exit(main(["finetune", "--recipe", sys.argv[1], "--no-progress"]))
+sys.exit(main(["finetune", "--recipe", recipe, "--no-progress", *overrides]))
 """
 
 
-def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_adapter(tiny_recipe, tmp_path):
+def final_state(run_dir):
+    """The trained tensors after the last update (the checkpoint), not the best-on-dev adapter."""
+    import torch
+
+    return torch.load(run_dir / "checkpoint.pt", weights_only=True)["adapter"]
+
+
+@pytest.mark.parametrize(
+    "mode, at, last_logged",
+    [
+        ("update", 10, 10),  # killed mid-run, two updates after the checkpoint at 8
+        ("checkpoint", 8, 8),  # killed while writing the checkpoint at 8: resumes from 4's
+    ],
+)
+def test_sigkill_then_resume_ends_exactly_like_an_uninterrupted_run(tiny_recipe, mode, at, last_logged):
+    # dropout makes every update draw random numbers, so a wrong RNG restore changes the result;
+    # a wrong optimizer or scheduler restore changes the final state, which is what is compared
     recipe = tiny_recipe(max_steps=14, checkpoint_every=4, eval_every=3)
+    overrides = ["adapter.dropout=0.3"]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
-    killed = subprocess.run([sys.executable, "-c", KILLER, str(recipe), "10"], env=env, capture_output=True, text=True)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, str(recipe), mode, str(at), *overrides], env=env, capture_output=True, text=True
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     run = recipe.parent / "runs" / "tiny"
-    assert max(r["step"] for r in rows(run, "train")) == 10  # died mid-run, 2 updates after the last checkpoint
-    assert main(["finetune", "--recipe", str(recipe), "--no-progress", "--resume"]) == 0
-    resumed = load_file(run / "adapter" / "adapter_model.safetensors")
+    assert max(r["step"] for r in rows(run, "train")) == last_logged
+    assert main(["finetune", "--recipe", str(recipe), "--no-progress", "--resume", *overrides]) == 0
     assert [r["step"] for r in rows(run, "train")] == list(range(1, 15))  # no duplicated or missing rows
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]  # the torn temp file is gone
 
-    assert main(["finetune", "--recipe", str(recipe), "--no-progress", "name=straight"]) == 0
-    straight = load_file(recipe.parent / "runs" / "straight" / "adapter" / "adapter_model.safetensors")
-    assert resumed.keys() == straight.keys() and resumed
-    for key in straight:
-        assert resumed[key].equal(straight[key]), key
+    assert main(["finetune", "--recipe", str(recipe), "--no-progress", "name=straight", *overrides]) == 0
+    straight_run = recipe.parent / "runs" / "straight"
+    for resumed, straight in [
+        (final_state(run), final_state(straight_run)),
+        (load_file(run / "adapter" / "adapter_model.safetensors"),
+         load_file(straight_run / "adapter" / "adapter_model.safetensors")),
+    ]:  # fmt: skip
+        assert resumed.keys() == straight.keys() and resumed
+        for key in straight:
+            assert resumed[key].equal(straight[key]), key
+    losses = [r["loss"] for r in rows(run, "train")]
+    assert losses == [r["loss"] for r in rows(straight_run, "train")]
