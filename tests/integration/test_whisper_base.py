@@ -81,6 +81,12 @@ def test_loss_prefers_the_true_transcript_and_language_is_forced():
     true = host.loss(host.batch(arrays[:2], refs[:2], "en")).item()
     wrong = host.loss(host.batch(arrays[:2], refs[1::-1], "en")).item()
     assert true < wrong
-    assert host.transcribe(arrays[:1], language="english") == host.transcribe(arrays[:1], language="en")
+    english = host.transcribe(arrays[:2], language="en")
+    assert host.transcribe(arrays[:2], language="english") == english
+    # forcing another language must change what comes out: whisper-base then writes the English
+    # speech in Chinese characters, so a transcribe that dropped the language would fail here
+    chinese = host.transcribe(arrays[:2], language="zh")
+    assert chinese != english
+    assert all(any("\u4e00" <= ch <= "\u9fff" for ch in text) for text in chinese), chinese
     with pytest.raises(SpeechPeftError, match="unknown Whisper language 'klingon'"):
         host.transcribe(arrays[:1], language="klingon")

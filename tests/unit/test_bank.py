@@ -42,7 +42,9 @@ def adapters(tmp_path_factory, tiny_whisper_dir):
     a1 = make(tiny_whisper_dir, d / "lora-all", LoRAConfig(rank=8, alpha=8, targets="all_linear"), 2)
     a2 = make(tiny_whisper_dir, d / "s2", S2LoRAConfig(rank=8, targets="attn"), 3)
     a3 = make(tiny_whisper_dir, d / "s2-same-basis", None, 4, like=a2)
-    return [a0, a1, a2, a3]
+    a4 = make(tiny_whisper_dir, d / "s2-leaf", S2LoRAConfig(rank=4, targets="attn", share="leaf"), 5)
+    a5 = make(tiny_whisper_dir, d / "s2-leaf-same-basis", None, 6, like=a4)
+    return [a0, a1, a2, a3, a4, a5]
 
 
 @pytest.mark.parametrize("beams", [1, 2])
@@ -69,6 +71,41 @@ def test_mixed_batch_equals_separate_runs(tiny_whisper_dir, adapters, beams, whi
     torch.testing.assert_close(generate(host, beams), bare)
 
 
+@pytest.mark.parametrize(
+    "which", [[0, 1, 2], [2, 3], [4, 5], [1, 4]], ids=["lora+s2lora", "s2lora-shared-basis", "leaf-bases", "lora+leaf"]
+)
+def test_each_row_gets_its_own_adapter_in_one_forward_pass(tiny_whisper_dir, adapters, which):
+    """Logits, not tokens: a bank that gave every row adapter 0 (its λ, or its LoRA) fails here."""
+    rng = np.random.default_rng(3)
+    arrays = [rng.standard_normal(16_000).astype(np.float32) * 0.1 for _ in range(4)]
+    labels = torch.tensor([[5, 9, 40, 41, 42]] * 4)
+
+    def forward(host):
+        with torch.no_grad():
+            return host.model(input_features=host.features(arrays), labels=labels).logits  # (4, L, vocab)
+
+    paths = [adapters[i] for i in which]
+    separate = []
+    for p in paths:
+        host = load_whisper(str(tiny_whisper_dir), device="cpu")
+        load_adapter(host.model, p)
+        separate.append(forward(host))
+    bare = forward(load_whisper(str(tiny_whisper_dir), device="cpu"))
+    for i in range(len(separate)):  # every adapter is distinguishable from every other and from none
+        assert (separate[i] - bare).abs().max() > 1e-2
+        for j in range(i):
+            assert (separate[i] - separate[j]).abs().max() > 1e-2, (i, j)
+    host = load_whisper(str(tiny_whisper_dir), device="cpu")
+    load_bank(host.model, paths)
+    shared = all(layer.shared_basis for layer in bank_layers(host.model).values())
+    assert shared == (which in ([2, 3], [4, 5]))  # one basis kept once, λ rows differ
+    ids = [len(paths) - 1, 0, -1, 1]
+    with bank_ids(host.model, ids):
+        mixed = forward(host)
+    for row, k in enumerate(ids):
+        torch.testing.assert_close(mixed[row], (bare if k < 0 else separate[k])[row], atol=1e-5, rtol=1e-5)
+
+
 def test_bank_errors_are_one_line(tiny_whisper_dir, adapters):
     host = load_whisper(str(tiny_whisper_dir), device="cpu")
     load_bank(host.model, adapters[:2])
@@ -93,6 +130,8 @@ def test_mixed_long_form_segments_equal_separate_runs(tiny_whisper_dir, adapters
     load_bank(host.model, adapters[:2])
     mixed = host.transcribe_segments(arrays, language="en", adapter_ids=ids)
     assert [mixed[i] for i in range(3)] == [alone[k][i] for i, k in enumerate(ids)]
+    for i, k in enumerate(ids[:2]):  # the adapters change these files' segments: the check has teeth
+        assert alone[k][i] != alone[-1][i] and alone[k][i] != alone[1 - k][i], i
 
 
 def test_transcribe_with_ids_across_several_batches(tiny_whisper_dir, adapters):
@@ -109,5 +148,7 @@ def test_transcribe_with_ids_across_several_batches(tiny_whisper_dir, adapters):
             load_adapter(h.model, adapters[k])
         alone.append(h.transcribe([arrays[i]], language="en", max_new_tokens=8)[0])
     assert mixed == alone
+    bare = load_whisper(str(tiny_whisper_dir), device="cpu").transcribe(arrays, language="en", max_new_tokens=8)
+    assert all(alone[i] != bare[i] for i, k in enumerate(ids) if k >= 0)  # each adapter changes its rows
     with pytest.raises(SpeechPeftError, match="adapter_ids has 2 entries for 5 utterances"):
         host.transcribe(arrays, language="en", adapter_ids=[0, 1])

@@ -62,6 +62,25 @@ for d, r, n, dtype in itertools.product((64, 384), (4, 16), (1, 3), (torch.float
     torch.testing.assert_close(triton_lora.batched_s2lora(x, w, bias, ids, a0, b0, lam, 0.7),
                                reference.batched_s2lora(x, w, bias, ids, a0, b0, lam, 0.7), **tol)
     print("ok", d, r, n, dtype)
+# Past the first tile: T=70 spans two T tiles (block 64) with a ragged tail, d_out=200 two output
+# tiles (block 128), d=200 two K steps of the shrink; ids mixed with -1, and all -1.
+for dtype, ids in itertools.product((torch.float32, torch.float16), ([2, -1, 0, 1], [-1, -1, -1, -1])):
+    x = torch.randn(4, 70, 200, generator=g).to(dtype)
+    w = (torch.randn(200, 200, generator=g) / 200**0.5).to(dtype)
+    bias = torch.randn(200, generator=g).to(dtype)
+    a = (torch.randn(3, 8, 200, generator=g) / 200**0.5).to(dtype)
+    b = torch.randn(3, 200, 8, generator=g).to(dtype)
+    ids, scale = torch.tensor(ids), torch.rand(3, generator=g) + 0.5
+    tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=3e-2, rtol=3e-2)
+    want = reference.batched_lora(x, w, bias, ids, a, b, scale)
+    torch.testing.assert_close(triton_lora.batched_lora(x, w, bias, ids, a, b, scale), want, **tol)
+    lam = torch.randn(3, 8, generator=g)
+    a0, b0 = a[0].contiguous(), b[0].contiguous()
+    torch.testing.assert_close(triton_lora.batched_s2lora(x, w, bias, ids, a0, b0, lam, 0.7),
+                               reference.batched_s2lora(x, w, bias, ids, a0, b0, lam, 0.7), **tol)
+    if (ids < 0).all():
+        torch.testing.assert_close(want, torch.nn.functional.linear(x, w, bias))
+    print("tiles ok", dtype, ids.tolist())
 """
 
 
@@ -71,7 +90,8 @@ def test_triton_kernels_match_the_reference_in_the_interpreter():
     out = subprocess.run([sys.executable, "-c", KERNEL_CHECK], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=600)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.count("ok") == 16  # d x r x N x dtype
+    assert out.stdout.count("ok") - out.stdout.count("tiles ok") == 16  # d x r x N x dtype
+    assert out.stdout.count("tiles ok") == 4
 
 
 def test_launcher_asserts_shapes_and_contiguity():
