@@ -61,18 +61,20 @@ class Row:
 def rows(steps: int) -> list[Row]:
     return [
         Row("lora", "LoRA r=8, attn_qv", ["adapter.kind=lora", "adapter.rank=8", "adapter.alpha=16",
-                                         "adapter.targets=attn_qv"], why="the usual Whisper baseline"),
+                                         "adapter.targets=attn_qv", "train.lr=2e-3"], why="the usual Whisper baseline"),
         Row("s2lora", "S2-LoRA, the recipe", why="recipes/child_zh.yaml as shipped"),
         Row("s2lora-v1", "S2-LoRA as first shipped (r=32, attn, l1=1e-4)", [
             "adapter.share=shape", "adapter.lam_lr=1", "adapter.init=lam0", "adapter.l1=1e-4", "adapter.l1_start=0",
             "adapter.l1_ramp=0", "adapter.rank=32", "adapter.alpha=32", "adapter.targets=attn", "train.lr=2e-3",
         ], why="before the design study"),
-        Row("adalora", "AdaLoRA r 12->4, attn (PEFT)", tuning=lambda n: AdaLoRATuning(ATTN, n, init_r=12, target_r=4),
+        Row("adalora", "AdaLoRA r 12->4, attn (PEFT)", ["train.lr=2e-3"],
+            tuning=lambda n: AdaLoRATuning(ATTN, n, init_r=12, target_r=4),
             why="rank budget 4 x 72 matrices = LoRA r=8's 8 x 36, reallocated by importance"),
         Row("vera", "VeRA r=256, attn (PEFT)", ["train.lr=1e-2"], tuning=lambda n: VeRATuning(ATTN, rank=256),
-            why="frozen shared random basis, trained vectors; lr chosen on dev"),
+            why="frozen shared random basis, trained vectors; lr 1e-2, as VeRA's authors train their vectors at "
+                "several times LoRA's rate (not tuned here)"),
         Row("full", "full fine-tune", ["train.lr=1e-5"], tuning=lambda n: FullFineTune(),
-            why="every weight; lr chosen on dev"),
+            why="every weight; lr 1e-5, the usual rate for fine-tuning Whisper (not tuned here)"),
     ]  # fmt: skip
 
 

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tiny import make_tiny_corpus
 
@@ -47,12 +48,52 @@ def test_interval_needs_two_rows():
     assert lo == hi == pytest.approx(0.1)
 
 
-def test_paired_test_separates_a_real_difference_from_none():
-    units = [10] * 40
-    same = paired_test([1] * 40, [1] * 40, units)
-    assert same["delta"] == 0 and same["p_value"] == 1.0
-    worse = paired_test([2 + (i % 3) for i in range(40)], [i % 2 for i in range(40)], units)
-    assert worse["delta"] > 0 and worse["p_value"] < 0.01 and worse["ci_low"] > 0
+def brute_force(edits, units, statistic, seed=1, n=20_000):
+    """An independent percentile bootstrap: resample row indices with numpy, recompute, take quantiles."""
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, len(units), size=(n, len(units)))  # (resamples, rows)
+    values = statistic(*(np.asarray(e, dtype=float)[rows] for e in edits), np.asarray(units, dtype=float)[rows])
+    return values
+
+
+def pooled_rate(e, n):
+    return e.sum(axis=1) / n.sum(axis=1)
+
+
+def test_rate_interval_agrees_with_a_brute_force_bootstrap():
+    rng = np.random.default_rng(7)
+    units = rng.integers(5, 30, size=60)
+    edits = rng.binomial(units, 0.12)  # a skewed, realistic spread of per-utterance errors
+    low, high = rate_ci(edits, units)
+    values = brute_force([edits], units, pooled_rate)
+    ref_low, ref_high = np.quantile(values, [0.025, 0.975])
+    assert abs(low - ref_low) < 0.004 and abs(high - ref_high) < 0.004, (low, high, ref_low, ref_high)
+    assert high - low > 0.03  # not degenerate: a wrong pairing of edits and units would shrink or shift it
+
+
+def test_paired_test_agrees_with_a_brute_force_paired_bootstrap_on_a_small_effect():
+    rng = np.random.default_rng(11)
+    units = rng.integers(5, 30, size=80)
+    a = rng.binomial(units, 0.10)
+    b = np.maximum(0, a + rng.choice([-1, 0, 0, 0, 1, 1], size=80))  # B slightly worse, noisily
+    result = paired_test(a, b, units)
+    deltas = brute_force([a, b], units, lambda ea, eb, n: pooled_rate(ea, n) - pooled_rate(eb, n))
+    p_ref = min(1.0, 2 * min(np.mean(deltas <= 0), np.mean(deltas >= 0)))
+    low, high = np.quantile(deltas, [0.025, 0.975])
+    assert result["delta"] == pytest.approx((a.sum() - b.sum()) / units.sum())
+    assert abs(result["p_value"] - p_ref) < 0.2 * p_ref + 0.005 and 0.005 < p_ref < 0.5, (result["p_value"], p_ref)
+    assert abs(result["ci_low"] - low) < 0.003 and abs(result["ci_high"] - high) < 0.003
+
+
+def test_paired_test_on_no_systematic_difference_is_not_significant():
+    rng = np.random.default_rng(5)
+    units = rng.integers(5, 30, size=80)
+    a = rng.binomial(units, 0.1)
+    b = rng.binomial(units, 0.1)  # the same system's error rate, other errors
+    result = paired_test(a, b, units)
+    deltas = brute_force([a, b], units, lambda ea, eb, n: pooled_rate(ea, n) - pooled_rate(eb, n))
+    assert abs(result["p_value"] - min(1.0, 2 * min(np.mean(deltas <= 0), np.mean(deltas >= 0)))) < 0.02
+    assert result["ci_low"] < 0 < result["ci_high"]
 
 
 def test_auto_metric_and_normaliser():
@@ -79,5 +120,13 @@ def test_evaluate_cli_on_a_tiny_model_writes_json_and_markdown_then_compares(tmp
     assert len(result["utterances"]) == 8 and {s["speaker"] for s in result["per_speaker"]} == {"k0", "k1"}
     assert "| speaker |" in out.with_suffix(".md").read_text(encoding="utf-8")
     assert main(args) == 2 and "exists; pass --overwrite" in capsys.readouterr().err
-    assert main(["evaluate", "--compare", str(out.with_suffix(".json")), str(out.with_suffix(".json"))]) == 0
-    assert "paired bootstrap p = 1.0000" in capsys.readouterr().out
+    other = out.with_name("other.json")  # a second system: the first with some hypotheses damaged
+    record = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    for i, row in enumerate(record["utterances"]):
+        if i % 2 == 0:
+            row["substitutions"] += 1
+    other.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["evaluate", "--compare", str(out.with_suffix(".json")), str(other)]) == 0
+    printed = capsys.readouterr().out
+    assert "paired bootstrap p =" in printed and "paired bootstrap p = 1.0000" not in printed
