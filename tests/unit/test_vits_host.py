@@ -67,3 +67,42 @@ def test_synthesis_gives_audio_at_the_decoder_rate_with_a_table_id_or_a_free_vec
         host.synthesize_ids(ids, speaker=5)
     with pytest.raises(SpeechPeftError, match="speaker vector has 4 values; this model's are 8"):
         host.synthesize_ids(ids, speaker=torch.zeros(4))
+
+
+class _Fixed(torch.nn.Module):
+    """Returns fixed outputs, so the loss can be worked out by hand."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+
+def test_kl_and_duration_losses_equal_a_hand_computation():
+    """One channel, two tokens with prior means 0 and 10 (std 1), four frames whose z lie near
+    0, 0, 0 and 10: the alignment must give durations (3, 1). With posterior log-std -1:
+    KL per frame = logs_p - logs_q - 1/2 + (z - m)^2 / 2 = 1/2 + (z - m)^2 / 2, averaged over frames.
+    A deterministic duration predictor saying log-durations (1.0, 0.5): mean squared error against
+    (log 3, log 1)."""
+    from types import SimpleNamespace
+
+    host = tiny_vits(num_speakers=1, stochastic=False)
+    m_p, logs_p = torch.tensor([[[0.0], [10.0]]]), torch.zeros(1, 2, 1)  # (B, T, C)
+    z = torch.tensor([[[0.1, -0.2, 0.3, 9.5]]])  # (B, C, F)
+    logs_q = torch.full((1, 1, 4), -1.0)
+    host.model.text_encoder = _Fixed(
+        lambda **kw: SimpleNamespace(last_hidden_state=torch.zeros(1, 2, 32), prior_means=m_p,
+                                     prior_log_variances=logs_p)
+    )  # fmt: skip
+    host.model.posterior_encoder = _Fixed(lambda spec, mask, g: (z, z, logs_q))
+    host.model.flow = _Fixed(lambda z_, mask, g: z_)  # z_p = z
+    host.model.duration_predictor = _Fixed(lambda hidden, mask, g: torch.tensor([[[1.0, 0.5]]]))
+    out = host.loss(torch.ones(1, 2, dtype=torch.long), torch.ones(1, 2, dtype=torch.long),
+                    torch.zeros(1, 33, 4), torch.tensor([4]))  # fmt: skip
+    kl = sum(0.5 + 0.5 * d**2 for d in (0.1, -0.2, 0.3, -0.5)) / 4
+    duration = ((1.0 - np.log(3)) ** 2 + 0.5**2) / 2
+    assert out["kl"].item() == pytest.approx(kl, abs=1e-5)  # 0.54875
+    assert out["duration"].item() == pytest.approx(duration, abs=1e-5)
+    assert out["loss"].item() == pytest.approx(kl + duration, abs=1e-5)
