@@ -1,7 +1,6 @@
 """speechpeft clone / synthesize on tiny random VITS models (single- and multi-speaker)."""
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -20,10 +19,8 @@ def refs(tmp_path_factory):
 def test_clone_lowers_held_out_loss_quickly_and_stays_small_then_synthesizes(refs, tmp_path, capsys, speakers):
     base = make_tiny_vits_dir(tmp_path / "base", num_speakers=speakers)
     out = tmp_path / "voice"
-    tick = time.time()
     args = ["clone", "--base", str(base), "--reference", str(refs.parent), "--manifest", str(refs)]
     assert main([*args, "--name", "kid", "-o", str(out), "--steps", "60", "--no-progress"]) == 0
-    assert time.time() - tick <= 120
     report = json.loads((out / "clone.json").read_text())
     assert report["references"] == 20 and len(report["held_out"]) == 4
     assert report["held_out_loss"]["after"] < report["held_out_loss"]["before"]
@@ -32,11 +29,16 @@ def test_clone_lowers_held_out_loss_quickly_and_stays_small_then_synthesizes(ref
     assert report["trainable_parameters"] <= 0.01 * report["base_parameters"]
 
     bare = ["--speaker-id", "0"] if speakers > 1 else []  # a multi-speaker base needs some speaker
-    for i, speaker in enumerate((bare, ["--speaker", str(out)])):
+    waves = []
+    for i, speaker in enumerate((bare, ["--speaker", str(out)], ["--speaker", str(out)])):
         wav = tmp_path / f"out{i}.wav"
         assert main(["synthesize", "--base", str(base), *speaker, "hello cat", "-o", str(wav)]) == 0
         audio, rate = sf.read(wav)
         assert rate == 16_000 and audio.ndim == 1 and len(audio) > 0 and np.isfinite(audio).all()
+        waves.append(audio)
+    np.testing.assert_array_equal(waves[1], waves[2])  # seeded: the same speaker gives the same audio
+    differs = len(waves[0]) != len(waves[1]) or np.abs(waves[0] - waves[1]).max() > 1e-3
+    assert differs, "synthesize with --speaker sounds exactly like the base: the cloned speaker was ignored"
 
 
 def test_host_synthesize_speaks_text_and_refuses_unspellable_text(tmp_path):
