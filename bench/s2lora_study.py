@@ -34,6 +34,9 @@ from speechpeft.train.checkpoint import CHECKPOINT  # noqa: E402
 ENC_ATTN = r"model\.encoder\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj)"
 DEC_ATTN = r"model\.decoder\.layers\.\d+\.(self_attn|encoder_attn)\.(q_proj|k_proj|v_proj|out_proj)"
 
+LAM10 = ["adapter.lam_lr=10"]
+L1_SCHEDULE = ["adapter.l1_start=0.25", "adapter.l1_ramp=0.25"]
+
 # (name, what it tests, overrides); every one starts from the child_zh recipe
 ROUNDS: dict[int, list[tuple[str, str, list[str]]]] = {
     1: [
@@ -61,6 +64,14 @@ ROUNDS: dict[int, list[tuple[str, str, list[str]]]] = {
             ["adapter.targets=all_linear", "adapter.rank=5", "adapter.alpha=5"],
         ),
         ("r64", "rank 64 (over the 1/8-of-LoRA budget; for information)", ["adapter.rank=64", "adapter.alpha=64"]),
+    ],
+    # Round 2 starts from round 1's best (λ learning rate x10) and asks for real sparsity: the L1
+    # threshold waits a quarter of training, ramps up over the next quarter, then holds.
+    2: [
+        ("lamlr30", "λ learning rate x30", ["adapter.lam_lr=30"]),
+        ("l1-0.1", "λ lr x10, L1 0.1 after warm-up", [*LAM10, "adapter.l1=0.1", *L1_SCHEDULE]),
+        ("l1-0.3", "λ lr x10, L1 0.3 after warm-up", [*LAM10, "adapter.l1=0.3", *L1_SCHEDULE]),
+        ("l1-0.6", "λ lr x10, L1 0.6 after warm-up", [*LAM10, "adapter.l1=0.6", *L1_SCHEDULE]),
     ],
 }
 

@@ -41,17 +41,21 @@ def join_text(texts: Sequence[str]) -> str:
 def render(fmt: str, segments: Sequence[Segment], meta: dict[str, Any]) -> str:
     """The file content for one audio file in format ``fmt``; ``meta`` goes into json only."""
     if fmt == "txt":
-        return "".join(s.text + "\n" for s in segments)
+        return "".join(s.text.strip() + "\n" for s in segments)
+    # srt, vtt and tsv follow openai-whisper's writers byte for byte (tested against them): every
+    # cue ends with a blank line, "-->" inside a text becomes "->" so that it cannot end a cue
+    # line, and VTT leaves out the hours below one hour.
     if fmt == "srt":
-        return "\n".join(
-            f"{i}\n{_stamp(s.start, ',')} --> {_stamp(s.end, ',')}\n{s.text}\n" for i, s in enumerate(segments, 1)
+        return "".join(
+            f"{i}\n{_stamp(s.start, ',', True)} --> {_stamp(s.end, ',', True)}\n{_cue(s.text)}\n\n"
+            for i, s in enumerate(segments, 1)
         )
     if fmt == "vtt":
-        cues = [f"{_stamp(s.start, '.')} --> {_stamp(s.end, '.')}\n{s.text}\n" for s in segments]
-        return "WEBVTT\n\n" + "\n".join(cues)
-    if fmt == "tsv":  # milliseconds, as openai-whisper writes them
+        cues = [f"{_stamp(s.start, '.', False)} --> {_stamp(s.end, '.', False)}\n{_cue(s.text)}\n\n" for s in segments]
+        return "WEBVTT\n\n" + "".join(cues)
+    if fmt == "tsv":  # milliseconds
         return "start\tend\ttext\n" + "".join(
-            f"{round(s.start * 1000)}\t{round(s.end * 1000)}\t{s.text.replace(chr(9), ' ')}\n" for s in segments
+            f"{round(s.start * 1000)}\t{round(s.end * 1000)}\t{s.text.strip().replace(chr(9), ' ')}\n" for s in segments
         )
     if fmt == "json":
         record = {
@@ -63,12 +67,18 @@ def render(fmt: str, segments: Sequence[Segment], meta: dict[str, Any]) -> str:
     raise ValueError(f"unknown format {fmt!r}")
 
 
-def _stamp(seconds: float, sep: str) -> str:
+def _stamp(seconds: float, sep: str, hours: bool) -> str:
+    """HH:MM:SS<sep>mmm; without ``hours``, the hours only from one hour on (WebVTT allows both)."""
     ms = max(0, round(seconds * 1000))
     h, ms = divmod(ms, 3_600_000)
     m, ms = divmod(ms, 60_000)
     s, ms = divmod(ms, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+    head = f"{h:02d}:" if hours or h else ""
+    return f"{head}{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def _cue(text: str) -> str:
+    return text.strip().replace("-->", "->")
 
 
 def _wide(ch: str) -> bool:

@@ -157,9 +157,11 @@ def test_adapter_maps_in_three_forms_and_their_errors(tmp_path):
 def test_subtitle_formats():
     segs = [Segment(0.0, 1.5, "Hello there."), Segment(3661.25, 3663.0, "An hour later.")]
     assert render("srt", segs, {}) == (
-        "1\n00:00:00,000 --> 00:00:01,500\nHello there.\n\n2\n01:01:01,250 --> 01:01:03,000\nAn hour later.\n"
+        "1\n00:00:00,000 --> 00:00:01,500\nHello there.\n\n2\n01:01:01,250 --> 01:01:03,000\nAn hour later.\n\n"
     )
-    assert render("vtt", segs, {}).startswith("WEBVTT\n\n00:00:00.000 --> 00:00:01.500\nHello there.\n")
+    assert render("vtt", segs, {}) == (
+        "WEBVTT\n\n00:00.000 --> 00:01.500\nHello there.\n\n01:01:01.250 --> 01:01:03.000\nAn hour later.\n\n"
+    )
     tsv = ["start\tend\ttext", "0\t1500\tHello there.", "3661250\t3663000\tAn hour later."]
     assert render("tsv", segs, {}).splitlines() == tsv
     record = json.loads(render("json", segs, {"model": "m"}))
@@ -168,6 +170,41 @@ def test_subtitle_formats():
     assert parse_formats("all") == ("txt", "srt", "vtt", "tsv", "json") and parse_formats("json,srt") == ("srt", "json")
     with pytest.raises(ValueError, match="unknown output format 'doc'"):
         parse_formats("srt,doc")
+
+
+def openai_whisper_writers():
+    """openai-whisper's own writers module (whisper/utils.py imports only the standard library),
+    loaded from its installed files without importing the whisper package and its torch deps."""
+    import importlib.util
+    from importlib.metadata import PackageNotFoundError, files
+
+    try:
+        path = next(f for f in files("openai-whisper") if str(f).endswith("whisper/utils.py")).locate()
+    except (PackageNotFoundError, StopIteration, TypeError):
+        pytest.skip("openai-whisper is not installed (.ci/run installs it with --no-deps)")
+    spec = importlib.util.spec_from_file_location("openai_whisper_utils", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_srt_vtt_tsv_txt_equal_openai_whispers_writers_byte_for_byte():
+    import io
+
+    utils = openai_whisper_writers()
+    segs = [
+        Segment(0.0, 1.5004, "Hello there."),
+        Segment(1.5005, 59.9996, "a --> b, tab\there"),  # rounding edges; an arrow and a tab in the text
+        Segment(61.0, 3599.9994, "just under an hour"),
+        Segment(3600.0, 3725.125, "你好，世界"),
+        Segment(36000.5, 36001.0, "ten hours in"),
+    ]
+    result = {"segments": [{"start": s.start, "end": s.end, "text": " " + s.text} for s in segs]}
+    for fmt, writer in (("srt", utils.WriteSRT), ("vtt", utils.WriteVTT), ("tsv", utils.WriteTSV),
+                        ("txt", utils.WriteTXT)):  # fmt: skip
+        theirs = io.StringIO()
+        writer(".").write_result(result, theirs)
+        assert render(fmt, segs, {}) == theirs.getvalue(), fmt
 
 
 def test_vad_regions_merge_into_window_sized_chunks():
