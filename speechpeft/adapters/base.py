@@ -122,6 +122,8 @@ class AdapterLayer(nn.Module):
     # The module types this kind can wrap; `inject` refuses targets of any other type.
     wraps: ClassVar[tuple[type[nn.Module], ...]] = (nn.Linear,)
     mergeable: ClassVar[bool] = True
+    # Whether saved tensors keep the shapes of a fresh layer (S2-LoRA prunes ranks, so it does not).
+    fixed_shapes: ClassVar[bool] = True
 
     def __init__(self, base_layer: nn.Linear, config: Any):
         super().__init__()

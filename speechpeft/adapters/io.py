@@ -149,6 +149,12 @@ def read_adapter(path: str | Path) -> AdapterFile:
         raise AdapterFileError(f"'{path}' is not a directory; an adapter is a directory holding {WEIGHTS}")
     weights = path / WEIGHTS
     if not weights.is_file():
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
+        if pickles:
+            raise AdapterFileError(
+                f"'{path}' holds {pickles[0]}, a pickle, and no {WEIGHTS}; speechpeft reads only safetensors "
+                "(convert it where you trust it, e.g. with safetensors.torch.save_file)"
+            )
         raise AdapterFileError(f"'{path}' holds no {WEIGHTS}; is it an adapter directory?")
     try:
         with safe_open(str(weights), framework="pt") as f:
@@ -173,7 +179,35 @@ def read_adapter(path: str | Path) -> AdapterFile:
     config = config_from_dict(kind.config_cls, _field(record, "config", where), where)
     targets = {n: (int(s[0]), int(s[1])) for n, s in _field(record, "targets", where).items()}
     _check_finite(tensors, where)
+    check_layout(kind.layer_cls, config, targets, tensors, where)
     return AdapterFile(path, kind.name, config, targets, tensors, record)
+
+
+def check_layout(layer_cls: type[AdapterLayer], config: Any, targets: dict[str, tuple[int, int]],
+                 tensors: dict[str, torch.Tensor], where: str) -> None:  # fmt: skip
+    """The tensors a file must hold for its kind, config and targets: built on the meta device
+    (no memory), compared by name and, for kinds whose shapes are fixed, by shape.
+
+    Raises:
+        AdapterFileError: a tensor is missing, unexpected or (fixed-shape kinds) of another shape.
+    """
+    layers = {}
+    shared: dict = {}
+    for name, (d_out, d_in) in sorted(targets.items()):
+        base = nn.Linear(d_in, d_out, bias=False, device="meta")
+        layers[name] = layer_cls(base, config, shared, name)
+    expected = {k: tuple(v.shape) for k, v in layer_cls.state_for_save(layers, prune=False).items()}
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        raise AdapterFileError(f"{where}: missing tensor {missing[0]!r} ({len(missing)} missing in all)")
+    unexpected = sorted(set(tensors) - set(expected))
+    if unexpected:
+        raise AdapterFileError(
+            f"{where}: unexpected tensor {unexpected[0]!r} (not part of this {layer_cls.kind} adapter)"
+        )
+    for key, shape in expected.items():
+        if layer_cls.fixed_shapes and tuple(tensors[key].shape) != shape:
+            raise AdapterFileError(f"{where}: tensor {key!r} has shape {tuple(tensors[key].shape)}, expected {shape}")
 
 
 def _read_peft(path: Path, tensors: dict[str, torch.Tensor]) -> AdapterFile:

@@ -127,6 +127,8 @@ def basis_key(name: str, d_out: int, d_in: int, share: str = "shape") -> str:
 class S2LoRALinear(AdapterLayer):
     """``y = W x + s · B ((A dropout(x)) ⊙ λ)`` with (A, B) shared by every matrix of this shape."""
 
+    fixed_shapes = False  # saved bases keep only the ranks some matrix uses
+
     def __init__(self, base_layer: nn.Linear, config: S2LoRAConfig, shared: dict, name: str = ""):
         super().__init__(base_layer, config)
         key = basis_key(name, self.out_features, self.in_features, config.share)
@@ -163,8 +165,12 @@ class S2LoRALinear(AdapterLayer):
     def state_for_save(cls, layers: Mapping[str, AdapterLayer], prune: bool) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         for key, (basis, members) in _groups(layers).items():
+            if not prune:
+                out[f"{BASIS_PREFIX}{key}.A"], out[f"{BASIS_PREFIX}{key}.B"] = basis.A.detach(), basis.B.detach()
+                out.update({f"{name}.lam": layer.lam.detach() for name, layer in members.items()})
+                continue
             lams = torch.stack([layer.lam.detach() for layer in members.values()])  # (M, r)
-            keep = (lams != 0).any(dim=0) if prune else torch.ones(lams.shape[1], dtype=torch.bool, device=lams.device)
+            keep = (lams != 0).any(dim=0)  # ranks some matrix of this basis uses
             out[f"{BASIS_PREFIX}{key}.A"] = basis.A.detach()[keep]  # (r', d_in)
             out[f"{BASIS_PREFIX}{key}.B"] = basis.B.detach()[:, keep]  # (d_out, r')
             for name, layer in members.items():

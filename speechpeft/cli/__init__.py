@@ -9,10 +9,17 @@ from ..errors import SpeechPeftError
 from . import adapters, evaluate, export, train, transcribe, tts
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors in the one-line style of every other error."""
+
+    def error(self, message: str):  # argparse's own prints the usage block and exits
+        command = self.prog.removeprefix("speechpeft").strip()
+        where = f"{command}: " if command else ""
+        self.exit(2, f"speechpeft: error: {where}{message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="speechpeft", description="Adapt pretrained speech models with tiny adapters."
-    )
+    parser = _Parser(prog="speechpeft", description="Adapt pretrained speech models with tiny adapters.")
     parser.add_argument("--version", action="version", version=f"speechpeft {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train.add_parsers(sub)
@@ -26,12 +33,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a user error prints one line on stderr and returns 2."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error already printed
+        return e.code if isinstance(e.code, int) else 2
+    if getattr(args, "no_progress", False):
+        _quiet_loading_bars()
     try:
         return int(args.func(args) or 0)
     except SpeechPeftError as e:
         print(f"speechpeft: error: {e}", file=sys.stderr)
         return 2
+
+
+def _quiet_loading_bars() -> None:
+    """--no-progress silences the libraries' bars too (weights loading, shards writing)."""
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    disable_progress_bars()
 
 
 def _version() -> str:

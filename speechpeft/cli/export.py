@@ -8,6 +8,7 @@ import argparse
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="an adapter as PEFT LoRA, a merged transformers model, or CTranslate2")
     p.add_argument("--adapter", required=True, help="adapter directory")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (model loading included)")
     p.add_argument("-o", "--output", required=True, help="directory to write")
     p.add_argument("--merge", action="store_true", help="merge into the base model (format hf unless --format ct2)")
     p.add_argument("--format", choices=["peft", "hf", "ct2"], help="default: hf with --merge, else peft")

@@ -42,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import SpeechPeftError
     from ..infer import TranscribeOptions, jobs_from_args, transcribe_files
-    from ..infer.transcribe import summary_lines
+    from ..infer.transcribe import failure_lines, summary_lines
     from ..infer.writers import parse_formats
 
     try:
@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
         window_seconds=args.window_seconds, device=args.device, progress=not args.no_progress,
     )  # fmt: skip
     out = transcribe_files(jobs, opts)
-    lines = summary_lines(out, Path(args.output_dir))
-    print(lines[0])
-    for line in lines[1:]:
-        print(line, file=sys.stderr if out.failures else sys.stdout)
+    for line in summary_lines(out, Path(args.output_dir)):
+        print(line)
+    for line in failure_lines(out):
+        print(f"speechpeft: error: {line}", file=sys.stderr)
     return 1 if out.failures else 0

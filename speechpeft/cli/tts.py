@@ -30,6 +30,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_clone)
 
     s = sub.add_parser("synthesize", help="speak text with a VITS model, optionally as a cloned speaker")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars (model loading included)")
     s.add_argument("text", help="the text, or a .txt file with one sentence per line (numbered wavs)")
     s.add_argument("--base", required=True, help="VITS hub id or path")
     s.add_argument("--speaker", help="speaker directory from `speechpeft clone`")
@@ -84,7 +85,12 @@ def run_synthesize(args: argparse.Namespace) -> int:
     text_path = Path(args.text)
     numbered = text_path.suffix == ".txt" and text_path.is_file()
     if numbered:
-        lines = [(f"{text_path}:{i}", t.strip()) for i, t in enumerate(text_path.read_text("utf-8").splitlines(), 1)]
+        try:
+            content = text_path.read_text("utf-8-sig")
+        except UnicodeDecodeError as e:
+            byte = f"byte {e.object[e.start]:#04x} at offset {e.start}"
+            raise SpeechPeftError(f"{text_path}: not UTF-8 text ({byte})") from None
+        lines = [(f"{text_path}:{i}", t.strip()) for i, t in enumerate(content.splitlines(), 1)]
         lines = [(w, t) for w, t in lines if t]
         if not lines:
             raise SpeechPeftError(f"{text_path}: no sentences")
@@ -120,18 +126,14 @@ def _reference_files(items: list[str]) -> list[Path]:
 
 
 def _manifest_texts(manifest: str) -> dict[Path, str]:
-    from ..data.manifest import json_object
+    from ..data.manifest import json_object, jsonl_lines
     from ..errors import SpeechPeftError
 
     path, texts = Path(manifest), {}
-    if not path.is_file():
-        raise SpeechPeftError(f"manifest '{path}' does not exist")
-    for lineno, line in enumerate(path.read_text("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        row = json_object(line, f"{path}:{lineno}")
+    for line, where in jsonl_lines(path):
+        row = json_object(line, where)
         if not isinstance(row.get("audio_filepath"), str) or not isinstance(row.get("text"), str):
-            raise SpeechPeftError(f"{path}:{lineno}: needs string fields 'audio_filepath' and 'text'")
+            raise SpeechPeftError(f"{where}: needs string fields 'audio_filepath' and 'text'")
         audio, text = Path(row["audio_filepath"]), row["text"]
         texts[(audio if audio.is_absolute() else path.parent / audio).resolve()] = str(text)
     return texts

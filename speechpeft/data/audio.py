@@ -28,6 +28,15 @@ def load_audio(
             empty, holds NaN/inf samples, or lasts longer than ``max_seconds``.
     """
     path, prefix = _existing(path, where)
+    if max_seconds is not None:  # a two-hour file is refused from its header, not after decoding it
+        try:
+            info = sf.info(str(path))
+        except (sf.LibsndfileError, RuntimeError, OSError):
+            pass
+        else:
+            if info.samplerate and info.frames > max_seconds * info.samplerate:
+                seconds = info.frames / info.samplerate
+                raise AudioError(f"{prefix}'{path}' lasts {seconds:.2f} s, longer than the {max_seconds:g} s allowed")
     try:
         audio, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (frames, channels)
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
@@ -76,11 +85,11 @@ def _decode_other(path: Path, prefix: str, why: str) -> tuple[np.ndarray, int]:
     return audio[:, None], rate  # (frames, 1)
 
 
-def check_audio_file(path: str | Path, where: str = "") -> None:
+def check_audio_file(path: str | Path, where: str = "", max_seconds: float | None = None) -> None:
     """Read only the header: cheap enough to check a whole corpus before training starts.
 
     Raises:
-        AudioError: the file is missing, a directory, unreadable or empty.
+        AudioError: the file is missing, a directory, unreadable, empty or longer than ``max_seconds``.
     """
     path, prefix = _existing(path, where)
     try:
@@ -89,6 +98,10 @@ def check_audio_file(path: str | Path, where: str = "") -> None:
         raise AudioError(f"{prefix}cannot decode '{path}' ({_first_line(e)})") from None
     if info.frames == 0:
         raise AudioError(f"{prefix}audio file '{path}' is empty (0 samples)")
+    if max_seconds is not None and info.frames > max_seconds * info.samplerate:
+        raise AudioError(
+            f"{prefix}'{path}' lasts {info.frames / info.samplerate:.2f} s, longer than the {max_seconds:g} s allowed"
+        )
 
 
 def audio_duration(path: str | Path, where: str = "") -> float:

@@ -39,15 +39,38 @@ def read_manifest(path: str | Path) -> list[Utterance]:
             required field, or has a field of the wrong type.
     """
     path = Path(path)
+    out = [_parse(line, where, path.parent) for line, where in jsonl_lines(path)]
+    if not out:
+        raise ManifestError(f"manifest '{path}' holds no utterances")
+    return out
+
+
+MAX_LINE_BYTES = 1 << 20  # one utterance per line; a longer line is a broken file, not a transcript
+
+
+def jsonl_lines(path: Path) -> list[tuple[str, str]]:
+    """The non-blank lines of a UTF-8 JSONL file with their ``file:line`` (a BOM and CRLF are fine).
+
+    Raises:
+        ManifestError: the file is missing or not a file, a line is not UTF-8, or a line is
+            longer than MAX_LINE_BYTES.
+    """
     if not path.is_file():
         raise ManifestError(f"manifest '{path}' does not exist" if not path.exists() else f"'{path}' is not a file")
     out = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            where = f"{path}:{lineno}"
+            if len(raw) > MAX_LINE_BYTES:
+                raise ManifestError(f"{where}: the line is {len(raw) / 2**20:.1f} MiB; a line holds one utterance")
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark, as some editors write
+                raw = raw[3:]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ManifestError(f"{where}: not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})") from None
             if line.strip():
-                out.append(_parse(line, f"{path}:{lineno}", path.parent))
-    if not out:
-        raise ManifestError(f"manifest '{path}' holds no utterances")
+                out.append((line, where))
     return out
 
 
@@ -58,12 +81,21 @@ def json_object(line: str, where: str) -> dict:
         ManifestError: not valid JSON, or not an object; the message starts with ``where``.
     """
     try:
-        row = json.loads(line)
+        row = json.loads(line, object_pairs_hook=lambda pairs: _no_duplicates(pairs, where))
     except json.JSONDecodeError as e:
         raise ManifestError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
     if not isinstance(row, dict):
         raise ManifestError(f"{where}: expected a JSON object, got {type(row).__name__}")
     return row
+
+
+def _no_duplicates(pairs: list[tuple[str, object]], where: str) -> dict:
+    seen = {}
+    for key, value in pairs:
+        if key in seen:  # json keeps the last silently; which one the user meant is unknowable
+            raise ManifestError(f"{where}: key {key!r} appears twice")
+        seen[key] = value
+    return seen
 
 
 def _parse(line: str, where: str, folder: Path) -> Utterance:

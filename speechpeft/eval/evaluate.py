@@ -170,10 +170,12 @@ def evaluate(
         SpeechPeftError: bad manifest or audio (file:line), model, adapter or option.
     """
     from ..adapters import load_adapter, read_adapter
-    from ..data import read_manifest
+    from ..data import check_audio_file, read_manifest
     from ..models import load_whisper
 
     utts = read_manifest(manifest)
+    for u in utts:  # every header before the model loads: a bad file fails in seconds
+        check_audio_file(u.audio, u.where)
     if language is None:
         langs = {u.language for u in utts}
         language = langs.pop() if len(langs) == 1 else None
@@ -188,6 +190,8 @@ def evaluate(
         host.set_window(window_seconds)
     if adapter is not None:
         load_adapter(host.model, adapter)
+    for u in utts:
+        check_audio_file(u.audio, u.where, max_seconds=host.window_seconds)
     return evaluate_manifest(
         host, utts, manifest=str(manifest), model=model, adapter=adapter, language=language, metric=metric,
         normaliser=normaliser, beam=beam, batch_size=batch_size, progress=progress,

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.manifest import json_object
+from ..data.manifest import json_object, jsonl_lines
 from ..errors import SpeechPeftError
 
 BARE = {"", "none", "null", "base"}
@@ -58,8 +58,11 @@ def read_adapter_map(path: str | Path) -> AdapterMap:
     if not path.is_file():
         raise SpeechPeftError(f"adapter map '{path}' " + ("is not a file" if path.exists() else "does not exist"))
     kind = path.suffix.lower()
+    if kind == ".jsonl":
+        jobs = _manifest_jobs(path)
+        return AdapterMap([(str(j.audio), j.adapter) for j in jobs], jobs)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise SpeechPeftError(f"cannot read adapter map '{path}' ({e})") from None
     if kind == ".json":
@@ -67,9 +70,6 @@ def read_adapter_map(path: str | Path) -> AdapterMap:
         return AdapterMap(rules, [])
     if kind == ".csv":
         return AdapterMap(_csv_rules(text, path), [])
-    if kind == ".jsonl":
-        jobs = _manifest_jobs(text, path)
-        return AdapterMap([(str(j.audio), j.adapter) for j in jobs], jobs)
     raise SpeechPeftError(f"adapter map '{path}': unknown format {kind or '(no suffix)'!r}; use .json, .csv or .jsonl")
 
 
@@ -130,12 +130,9 @@ def _csv_rules(text: str, path: Path) -> list[tuple[str, str | None]]:
     return rules
 
 
-def _manifest_jobs(text: str, path: Path) -> list[Job]:
+def _manifest_jobs(path: Path) -> list[Job]:
     jobs = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
+    for line, where in jsonl_lines(path):
         row = json_object(line, where)
         audio = row.get("audio_filepath")
         if not isinstance(audio, str) or not audio:

@@ -352,7 +352,7 @@ def _write(job: Job, segments: list[Segment], opts: TranscribeOptions, meta: dic
 
 
 def summary_lines(out: TranscribeOutcome, output_dir: Path) -> list[str]:
-    """What the CLI prints at the end: counts, speed, then one line per failure."""
+    """What the CLI prints on stdout at the end: counts and speed (failures: ``failure_lines``)."""
     speed = out.audio_seconds / out.wall_seconds if out.wall_seconds > 0 else 0.0
     lines = [
         f"transcribed {len(out.done)} file(s), {out.audio_seconds:.1f} s of audio in {out.wall_seconds:.1f} s "
@@ -361,6 +361,10 @@ def summary_lines(out: TranscribeOutcome, output_dir: Path) -> list[str]:
     if out.skipped:
         lines.append(f"skipped {len(out.skipped)} file(s) whose outputs exist (pass --overwrite to redo them)")
     if out.failures:
-        lines.append(f"FAILED {len(out.failures)} file(s):")
-        lines += [f"  {where}: {why}" for where, why in out.failures]
+        lines.append(f"FAILED {len(out.failures)} file(s), one line each on stderr")
     return lines
+
+
+def failure_lines(out: TranscribeOutcome) -> list[str]:
+    """One line per file that failed, naming it: what the CLI prints on stderr."""
+    return [f"{where}: {why}" for where, why in out.failures]

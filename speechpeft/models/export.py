@@ -49,6 +49,8 @@ def export(
     if fmt not in FORMATS:
         raise SpeechPeftError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SpeechPeftError(f"'{out}' is a file; an export is written as a folder")
     if out.exists() and not overwrite:
         raise SpeechPeftError(f"'{out}' exists; pass --overwrite to replace it")
     af = read_adapter(adapter)

@@ -179,6 +179,9 @@ class WhisperHost:
         """Target token ids (B, L): Whisper's prefix tokens, the text, end-of-text; -100 pads.
 
         The decoder-start token is left out: the model prepends it when shifting labels right.
+
+        Raises:
+            SpeechPeftError: a text is longer than the decoder can take.
         """
         tok = self._processor().tokenizer
         tok.set_prefix_tokens(
@@ -187,6 +190,12 @@ class WhisperHost:
         ids = tok(list(texts)).input_ids
         start = self.model.config.decoder_start_token_id
         ids = [seq[1:] if seq and seq[0] == start else seq for seq in ids]
+        limit = self.model.config.max_target_positions - 1  # the decoder-start token takes one position
+        for i, seq in enumerate(ids):
+            if len(seq) > limit:
+                raise SpeechPeftError(
+                    f"text #{i} is {len(seq)} tokens with Whisper's prefix, more than the decoder's {limit}"
+                )
         out = torch.full((len(ids), max(map(len, ids))), -100, dtype=torch.long)
         for i, seq in enumerate(ids):
             out[i, : len(seq)] = torch.tensor(seq)

@@ -73,6 +73,18 @@ def finetune(
             a model that cannot be loaded, or a checkpoint that does not fit.
     """
     started = time.time()
+    run_dir = Path(recipe.output_dir) / recipe.name
+    fresh = not run_dir.exists()
+    try:
+        return _finetune(recipe, resume, overwrite, progress, tuning, test, started)
+    except BaseException:
+        if fresh and not (run_dir / CHECKPOINT).exists():  # failed before any progress worth keeping
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _finetune(recipe: Recipe, resume: bool, overwrite: bool, progress: bool, tuning: Tuning | None, test: bool,
+              started: float) -> dict[str, Any]:  # fmt: skip
     run = _prepare(recipe, resume, overwrite, progress, tuning or AdapterTuning(recipe.adapter.config()))
     zero = run.log.first("zero_shot")
     if zero is None and test:
@@ -101,7 +113,7 @@ def _prepare(recipe: Recipe, resume: bool, overwrite: bool, progress: bool, tuni
         raise SpeechPeftError(f"cannot resume: no checkpoint at '{run_dir / CHECKPOINT}'")
     splits = {key: read_manifest(getattr(recipe.data, key)) for key in ("train", "dev", "test")}
     for utts in splits.values():
-        check_audio_headers(utts)
+        check_audio_headers(utts, max_seconds=recipe.model.window_seconds)
     if recipe.train.dev_max_utterances:
         splits["dev"] = splits["dev"][: recipe.train.dev_max_utterances]
     _seed(recipe.train.seed)
@@ -112,6 +124,11 @@ def _prepare(recipe: Recipe, resume: bool, overwrite: bool, progress: bool, tuni
             f"model.window_seconds={recipe.model.window_seconds:g} exceeds the model's {host.window_seconds:g} s"
         )
     _check_durations(splits, recipe.model.window_seconds)
+    for u in splits["train"]:  # a transcript the decoder cannot hold fails now, not at update 200
+        try:
+            host.labels([u.text], recipe.eval.language)
+        except SpeechPeftError as e:
+            raise SpeechPeftError(f"{u.where}: {str(e).removeprefix('text #0 ')}") from None
     run_dir.mkdir(parents=True, exist_ok=True)
     remove_leftovers(run_dir, [CHECKPOINT, "adapter", "metrics.jsonl", "recipe.yaml", "report.md", "curves.png"])
     if overwrite and not resume:

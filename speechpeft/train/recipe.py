@@ -211,6 +211,7 @@ def load_recipe(name_or_path: str, overrides: list[str] = ()) -> Recipe:
         RecipeError: unknown name, bad YAML, unknown key, wrong type, invalid or missing value.
     """
     path = find_recipe(name_or_path)
+    _check_yaml(path)
     try:
         raw = OmegaConf.load(path)
     except Exception as e:  # yaml's errors carry line and column
@@ -236,6 +237,39 @@ def load_recipe(name_or_path: str, overrides: list[str] = ()) -> Recipe:
         value = Path(getattr(recipe.data, key))
         setattr(recipe.data, key, str(value if value.is_absolute() else (path.parent / value).resolve()))
     return recipe
+
+
+MAX_RECIPE_BYTES = 1 << 20
+MAX_ALIASES = 64  # anchors are fine for a few shared values; thousands mean an alias bomb
+
+
+def _check_yaml(path: Path) -> None:
+    """Refuse a recipe whose YAML would expand to something huge, before anything expands it.
+
+    Raises:
+        RecipeError: the file is over MAX_RECIPE_BYTES, not UTF-8, or uses more than MAX_ALIASES aliases.
+    """
+    import yaml
+
+    size = path.stat().st_size
+    if size > MAX_RECIPE_BYTES:
+        raise RecipeError(f"{path}: {size / 2**20:.1f} MiB is too large for a recipe (they hold values only)")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{path}: not UTF-8 (byte {e.object[e.start]:#04x} at offset {e.start})") from None
+    aliases = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):  # events only: aliases are not expanded
+            if isinstance(event, yaml.AliasEvent):
+                aliases += 1
+                if aliases > MAX_ALIASES:
+                    mark = event.start_mark
+                    raise RecipeError(
+                        f"{path}:{mark.line + 1}: more than {MAX_ALIASES} YAML aliases; a recipe holds plain values"
+                    )
+    except yaml.YAMLError:
+        return  # OmegaConf reports the syntax error with its line
 
 
 def _merge(base: Any, extra: Any, where: str) -> Any:

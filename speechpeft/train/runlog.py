@@ -36,11 +36,12 @@ class MetricsLog:
         atomic_write_text(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
 
 
-def check_audio_headers(utts: Sequence[Utterance]) -> None:
+def check_audio_headers(utts: Sequence[Utterance], max_seconds: float | None = None) -> None:
     """Open every audio header before training, so a bad file fails in seconds, not hours.
 
     Raises:
-        AudioError: a file is missing, a directory, unreadable or empty (naming file:line).
+        AudioError: a file is missing, a directory, unreadable, empty or longer than
+            ``max_seconds`` (naming file:line).
     """
     for u in utts:
-        check_audio_file(u.audio, u.where)
+        check_audio_file(u.audio, u.where, max_seconds)

@@ -85,8 +85,8 @@ def test_failing_files_get_one_line_each_and_the_others_complete(setup, tiny_whi
     err = capsys.readouterr().err
     assert code == 1
     assert (tmp_path / "out" / "a0.txt").is_file() and (tmp_path / "out" / "a0.srt").is_file()
-    lines = [line for line in err.splitlines() if line.startswith("  ")]
-    assert len(lines) == len(files)
+    lines = err.strip().splitlines()
+    assert len(lines) == len(files) and all(line.startswith("speechpeft: error: ") for line in lines)
     needles = ["is a directory", "cannot decode", "empty (0 bytes)", "0 samples", "cannot decode"]
     for f, needle in zip(files, needles, strict=True):
         line = next(line for line in lines if str(f) in line)
@@ -106,7 +106,7 @@ def test_an_adapter_for_another_base_fails_its_files_only(setup, tiny_whisper_di
     err = capsys.readouterr().err
     assert code == 1
     assert (tmp_path / "out" / "a1.txt").is_file() and not (tmp_path / "out" / "a0.txt").exists()
-    (line,) = [line for line in err.splitlines() if line.startswith("  ")]
+    (line,) = err.strip().splitlines()
     assert str(audio[0]) in line and "was made for base" in line
 
 
