@@ -143,3 +143,38 @@ def test_sigkill_then_resume_ends_exactly_like_an_uninterrupted_run(tiny_recipe,
             assert resumed[key].equal(straight[key]), key
     losses = [r["loss"] for r in rows(run, "train")]
     assert losses == [r["loss"] for r in rows(straight_run, "train")]
+
+
+def test_short_window_training_zero_shot_at_full_window_and_the_window_travels_with_the_adapter(
+    tiny_recipe, tmp_path, monkeypatch
+):
+    """The tiny model's own window is 3 s; train in 2 s. Zero-shot decodes at 3 s, training and
+    dev at 2 s, and evaluate / transcribe reuse the adapter's recorded 2 s unless told otherwise."""
+    from speechpeft.adapters import read_adapter
+    from speechpeft.models.whisper import WhisperHost
+
+    seen = []
+    real = WhisperHost.features
+    monkeypatch.setattr(WhisperHost, "features", lambda self, *a, **k: seen.append(real(self, *a, **k).shape[-1]) or
+                        real(self, *a, **k))  # fmt: skip
+    recipe = tiny_recipe(max_steps=2, eval_every=2)
+    assert main(["finetune", "--recipe", str(recipe), "--no-progress", "model.window_seconds=2"]) == 0
+    run = recipe.parent / "runs" / "tiny"
+    assert rows(run, "zero_shot")[0]["window_seconds"] == 3.0
+    assert {r["window_seconds"] for r in rows(run, "dev")} == {2.0} and rows(run, "test")[0]["window_seconds"] == 2.0
+    assert 300 in seen and 200 in seen and set(seen) == {200, 300}  # mel frames: 3 s zero-shot, 2 s otherwise
+    assert read_adapter(run / "adapter").record["host"]["window_seconds"] == 2.0
+    monkeypatch.undo()
+    from speechpeft.train import load_recipe
+
+    model = load_recipe(str(recipe)).model.name
+    manifest = load_recipe(str(recipe)).data.test
+    for extra, window in (([], 2.0), (["--window-seconds", "3"], 3.0)):
+        out = tmp_path / f"eval{window:g}"
+        args = ["evaluate", "--manifest", manifest, "--model", model, "--adapter", str(run / "adapter"), "-o", str(out)]
+        assert main([*args, "--no-progress", *extra]) == 0
+        assert json.loads(out.with_suffix(".json").read_text())["decoding"]["window_seconds"] == window
+    audio = json.loads(Path(manifest).read_text().splitlines()[0])["audio_filepath"]
+    args = ["transcribe", str(Path(manifest).parent / audio), "--model", model, "--adapter", str(run / "adapter")]
+    assert main([*args, "-f", "json", "-o", str(tmp_path / "tr"), "--no-progress", "--language", "zh"]) == 0
+    assert json.loads((tmp_path / "tr" / "u0.json").read_text())["window_seconds"] == 2.0

@@ -256,3 +256,56 @@ def test_a_host_passed_in_leaves_bare_with_bit_exact_base_weights(setup, tiny_wh
     assert not adapter_layers(host.model) and not bank.bank_layers(host.model)
     after = host.model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_one_adapter_is_merged_for_the_run_and_the_base_comes_back_bit_exact(setup, tiny_whisper_dir, tmp_path):
+    """A single adapter goes down the merge path (bare-model cost), not the bank: the weights the
+    decoder sees are merged ones, and afterwards the host holds its base weights bit for bit."""
+    from speechpeft.adapters import adapter_layers
+    from speechpeft.adapters import bank as bank_module
+    from speechpeft.infer import Job, TranscribeOptions, transcribe_files
+
+    _, audio, (ad0, _) = setup
+    host = load_whisper(str(tiny_whisper_dir), device="cpu")
+    before = {k: v.clone() for k, v in host.model.state_dict().items()}
+    q = "model.decoder.layers.0.self_attn.q_proj"
+    merged_weights = []
+    real_generate = host.model.generate
+
+    def generate(*args, **kwargs):  # what the decoder computes with, while it decodes
+        layer = host.model.get_submodule(q)
+        merged_weights.append((getattr(layer, "merged", False), layer.weight.detach().clone()))
+        return real_generate(*args, **kwargs)
+
+    jobs = [Job(audio[0], str(ad0), "a0"), Job(audio[2], str(ad0), "a2")]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(host.model, "generate", generate)
+        mp.setattr("speechpeft.infer.transcribe.load_bank", lambda *a: pytest.fail("one adapter must not use a bank"))
+        out = transcribe_files(jobs, TranscribeOptions(language="en", output_dir=tmp_path, progress=False), host=host)
+    assert sorted(out.done) == ["a0", "a2"] and not out.failures and merged_weights
+    for merged, weight in merged_weights:
+        assert merged and not torch.equal(weight, before[f"{q}.weight"])  # the adapter is in the weights
+    assert not adapter_layers(host.model) and not bank_module.bank_layers(host.model)
+    after = host.model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_adapters_trained_with_different_windows_are_not_mixed_in_one_bank(setup, tiny_whisper_dir, tmp_path):
+    """A bank decodes every row in one encoder window, so adapters recorded with different windows
+    go one group at a time instead, each in its own window."""
+    from speechpeft.adapters import read_adapter
+
+    root, audio, (ad0, _) = setup
+    host = load_whisper(str(tiny_whisper_dir), device="cpu")
+    host.set_window(2)
+    host.inject(LoRAConfig(rank=4, alpha=8, targets="all_linear"))
+    short = save_adapter(host.model, tmp_path / "short-window", extra={"window_seconds": 2.0})
+    assert read_adapter(short).record["host"]["window_seconds"] == 2.0
+    amap = tmp_path / "map.json"
+    amap.write_text(json.dumps({"a0.wav": str(ad0), "a1.wav": str(short)}))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("speechpeft.infer.transcribe.load_bank", lambda *a: pytest.fail("windows differ: no bank"))
+        assert run_cli(tiny_whisper_dir, audio[0], audio[1], "--adapter-map", amap, "-f", "json", "-o",
+                       tmp_path / "out") == 0  # fmt: skip
+    meta = {n: json.loads((tmp_path / "out" / f"{n}.json").read_text()) for n in ("a0", "a1")}
+    assert meta["a0"]["window_seconds"] == 3.0 and meta["a1"]["window_seconds"] == 2.0
