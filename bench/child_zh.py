@@ -63,10 +63,6 @@ def rows(steps: int) -> list[Row]:
         Row("lora", "LoRA r=8, attn_qv", ["adapter.kind=lora", "adapter.rank=8", "adapter.alpha=16",
                                          "adapter.targets=attn_qv", "train.lr=2e-3"], why="the usual Whisper baseline"),
         Row("s2lora", "S2-LoRA, the recipe", why="recipes/child_zh.yaml as shipped"),
-        Row("s2lora-v1", "S2-LoRA as first shipped (r=32, attn, l1=1e-4)", [
-            "adapter.share=shape", "adapter.lam_lr=1", "adapter.init=lam0", "adapter.l1=1e-4", "adapter.l1_start=0",
-            "adapter.l1_ramp=0", "adapter.rank=32", "adapter.alpha=32", "adapter.targets=attn", "train.lr=2e-3",
-        ], why="before the design study"),
         Row("adalora", "AdaLoRA r 12->4, attn (PEFT)", ["train.lr=2e-3"],
             tuning=lambda n: AdaLoRATuning(ATTN, n, init_r=12, target_r=4),
             why="rank budget 4 x 72 matrices = LoRA r=8's 8 x 36, reallocated by importance"),
@@ -111,6 +107,7 @@ def decode(host, recipe, test, clips) -> dict[str, Any]:
     spelling = getattr(host.processor.tokenizer, "english_spelling_normalizer", None)
     wer = pooled(utterance_counts(clips[1], english, "wer", make_normaliser("whisper_en", spelling)), "wer")
     return {
+        "window": host.window_seconds,
         "cer": total.rate,
         "ci": rate_ci([c.edits for c in counts], [c.reference_units for c in counts]),
         "voices": voices,

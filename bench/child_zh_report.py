@@ -50,7 +50,9 @@ def render(results: list[tuple[Any, dict]], zero: dict, recipe, steps: int, note
         "d1 / d2 / d3 | λ zero | English WER | s / update |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for label, z in (("zero-shot, 30 s window", zero["window30"]), ("zero-shot, 8 s window", zero["short"])):
+    for key, default in (("window30", 30.0), ("short", recipe.model.window_seconds)):
+        z = zero[key]
+        label = f"zero-shot, {z.get('window', default):g} s window"
         lines.append(f"| {label} | 0 | {_ci(z)} | {_voices(z['voices'])} | | | | | {z['english_wer']:.4f} | |")
     for row, r in results:
         delta = ""

@@ -35,6 +35,7 @@ ENC_ATTN = r"model\.encoder\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_p
 DEC_ATTN = r"model\.decoder\.layers\.\d+\.(self_attn|encoder_attn)\.(q_proj|k_proj|v_proj|out_proj)"
 
 LAM10 = ["adapter.lam_lr=10"]
+B0 = ["adapter.init=b0"]
 L1_SCHEDULE = ["adapter.l1_start=0.25", "adapter.l1_ramp=0.25"]
 
 # (name, what it tests, overrides); every one starts from the child_zh recipe
@@ -65,13 +66,14 @@ ROUNDS: dict[int, list[tuple[str, str, list[str]]]] = {
         ),
         ("r64", "rank 64 (over the 1/8-of-LoRA budget; for information)", ["adapter.rank=64", "adapter.alpha=64"]),
     ],
-    # Round 2 starts from round 1's best (λ learning rate x10) and asks for real sparsity: the L1
-    # threshold waits a quarter of training, ramps up over the next quarter, then holds.
+    # Round 2 combines round 1's two winners (LoRA-like init, λ learning rate x10) and asks for
+    # real sparsity: the L1 threshold waits a quarter of training, ramps up over the next
+    # quarter, then holds.
     2: [
-        ("lamlr30", "λ learning rate x30", ["adapter.lam_lr=30"]),
-        ("l1-0.1", "λ lr x10, L1 0.1 after warm-up", [*LAM10, "adapter.l1=0.1", *L1_SCHEDULE]),
-        ("l1-0.3", "λ lr x10, L1 0.3 after warm-up", [*LAM10, "adapter.l1=0.3", *L1_SCHEDULE]),
-        ("l1-0.6", "λ lr x10, L1 0.6 after warm-up", [*LAM10, "adapter.l1=0.6", *L1_SCHEDULE]),
+        ("b0-lam10", "LoRA-like init and λ lr x10", [*B0, *LAM10]),
+        ("b0-lam10-l1-0.3", "the same, L1 0.3 after warm-up", [*B0, *LAM10, "adapter.l1=0.3", *L1_SCHEDULE]),
+        ("lam10-l1-0.3", "λ lr x10 (λ = 0 init), L1 0.3 after warm-up", [*LAM10, "adapter.l1=0.3", *L1_SCHEDULE]),
+        ("b0-l1-0.3", "LoRA-like init, L1 0.3 after warm-up", [*B0, "adapter.l1=0.3", *L1_SCHEDULE]),
     ],
 }
 

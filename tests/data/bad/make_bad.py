@@ -57,7 +57,7 @@ def main() -> None:
     manifests = {
         "bom.jsonl": "\ufeff" + good + "\n" + good + "\n",  # valid: editors write BOMs
         "crlf.jsonl": good + "\r\n" + good + "\r\n",  # valid
-        "trailing-comma.jsonl": good + "\n" + good[:-1] + ',}\n',
+        "trailing-comma.jsonl": good + "\n" + good[:-1] + ",}\n",
         "duplicate-keys.jsonl": good + "\n" + good[:-1] + ', "text": "再见"}\n',
         "missing-text.jsonl": good + "\n" + json.dumps({"audio_filepath": "good.wav", "duration": 0.6}) + "\n",
         "dotdot.jsonl": good + "\n" + line("../bad/nowhere/missing.wav") + "\n",
@@ -65,7 +65,7 @@ def main() -> None:
     }
     for name, text in manifests.items():
         (HERE / name).write_text(text, encoding="utf-8", newline="")
-    (HERE / "not-utf8.jsonl").write_bytes(good.encode() + b"\n" + line("good.wav").encode()[:-3] + b"\xff\xfe\"}\n")
+    (HERE / "not-utf8.jsonl").write_bytes(good.encode() + b"\n" + line("good.wav").encode()[:-3] + b'\xff\xfe"}\n')
     print(f"wrote {len(list(HERE.iterdir())) - 1} files to {HERE}")
 
 
