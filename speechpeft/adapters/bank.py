@@ -22,9 +22,10 @@ from torch import nn
 
 from ..errors import SpeechPeftError
 from ..kernels import batched_lora, batched_s2lora
+from .base import adapter_kind
 from .io import AdapterFile, check_adapter_base, read_adapter
 from .lora import PEFT_PREFIX
-from .s2lora import BASIS_PREFIX, basis_key, s2lora_as_lora
+from .s2lora import basis_key
 
 
 class BankLinear(nn.Module):
@@ -148,35 +149,19 @@ def _lora_pair(af: AdapterFile, name: str, d_out: int, d_in: int) -> tuple[torch
     """(A (r, d_in), B (d_out, r), scale) of adapter ``af`` on module ``name``; zeros if it skips it."""
     if name not in af.targets:
         return torch.zeros(1, d_in), torch.zeros(d_out, 1), 0.0
-    if af.kind == "s2lora":
-        tensors, _ = s2lora_as_lora(af.tensors, {name: af.targets[name]}, af.config)
-        scale = 1.0
-    elif af.kind == "lora":
-        tensors, scale = af.tensors, af.config.alpha / af.config.rank
-    else:
-        raise SpeechPeftError(f"{af.path}: a {af.kind} adapter cannot join a LoRA bank")
+    lora = adapter_kind(af.kind).layer_cls.as_lora(af.tensors, {name: af.targets[name]}, af.config)
+    if lora is None:
+        raise SpeechPeftError(f"{af.path}: a {af.kind} adapter is not a low-rank update; it cannot join a bank")
+    tensors, _, scale = lora
     a = tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"].float()
     b = tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"].float()
     return a, b, scale
 
 
 def _shared_basis(files: list[AdapterFile]) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]] | None:
-    """The bases by shape key, when every adapter is S2-LoRA on identical bases and scaling."""
-    if any(af.kind != "s2lora" for af in files):
+    """Factors every adapter shares exactly, when they are all of one kind that has such factors."""
+    kinds = {af.kind for af in files}
+    if len(kinds) != 1:
         return None
-    first = files[0]
-    scale = first.config.alpha / first.config.rank
-    keys = {k for k in first.tensors if k.startswith(BASIS_PREFIX)}
-    for af in files[1:]:
-        if af.config.alpha / af.config.rank != scale or {k for k in af.tensors if k.startswith(BASIS_PREFIX)} != keys:
-            return None
-        if not all(torch.equal(af.tensors[k], first.tensors[k]) for k in keys):
-            return None
-    out = {}
-    for key in {k[len(BASIS_PREFIX) :].rsplit(".", 1)[0] for k in keys}:
-        out[key] = (
-            first.tensors[f"{BASIS_PREFIX}{key}.A"].float(),
-            first.tensors[f"{BASIS_PREFIX}{key}.B"].float(),
-            scale,
-        )
-    return out
+    layer_cls = adapter_kind(kinds.pop()).layer_cls
+    return layer_cls.shared_bases([af.tensors for af in files], [af.config for af in files])

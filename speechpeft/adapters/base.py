@@ -12,7 +12,7 @@ what happens after an optimizer step) lives on the layer class.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -201,6 +201,25 @@ class AdapterLayer(nn.Module):
     def summarize(cls, tensors: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         """Kind-specific facts for ``speechpeft adapters inspect`` (e.g. sparsity)."""
         return {}
+
+    @classmethod
+    def config_json(cls, config: Any, targets: list[str], base_model: str | None) -> dict[str, Any]:
+        """``adapter_config.json``'s content (LoRA writes PEFT's LoraConfig so PEFT can load the folder)."""
+        return {"speechpeft_kind": cls.kind, **config_to_dict(config), "base_model_name_or_path": base_model}
+
+    @classmethod
+    def as_lora(
+        cls, tensors: Mapping[str, torch.Tensor], targets: Mapping[str, tuple[int, int]], config: Any
+    ) -> tuple[dict[str, torch.Tensor], int, float] | None:
+        """The adapter as plain LoRA, exactly: (tensors in PEFT's keys, rank, scaling), or None
+        for kinds that are not linear low-rank updates. Banks and PEFT exports use it."""
+        return None
+
+    @classmethod
+    def shared_bases(cls, tensors: Sequence[Mapping[str, torch.Tensor]], configs: Sequence[Any]) -> Any:
+        """Factors that several saved adapters of this kind share exactly (a bank then keeps them
+        once and runs one shrink for the batch), or None."""
+        return None
 
     @classmethod
     def live_summary(cls, layers: Mapping[str, AdapterLayer]) -> dict[str, Any]:

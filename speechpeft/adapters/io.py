@@ -28,7 +28,7 @@ from ..errors import AdapterFileError, BaseMismatchError, SpeechPeftError
 from ..fs import atomic_dir, link_or_copy
 from .base import AdapterLayer, adapter_kind, config_from_dict, config_to_dict, features
 from .inject import adapter_layers, count_parameters, inject
-from .lora import PEFT_PREFIX, config_from_peft, peft_config
+from .lora import PEFT_PREFIX, config_from_peft
 
 WEIGHTS = "adapter_model.safetensors"
 CONFIG = "adapter_config.json"
@@ -87,10 +87,7 @@ def save_adapter(model: nn.Module, path: str | Path, prune: bool = True, extra: 
     }
     path = Path(path)
     meta = {"format": "pt", "speechpeft": json.dumps(record)}
-    if kind.name == "lora":
-        cfg = peft_config(first.config, list(layers), record["base_model"])
-    else:
-        cfg = {"speechpeft_kind": kind.name, **record["config"], "base_model_name_or_path": record["base_model"]}
+    cfg = kind.layer_cls.config_json(first.config, list(layers), record["base_model"])
 
     def write(tmp: Path) -> None:
         if path.is_dir():  # keep what else the folder holds (a processor, a vocabulary...)

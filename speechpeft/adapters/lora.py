@@ -82,6 +82,14 @@ class LoRALinear(AdapterLayer):
         ranks = sorted({t.shape[0] for k, t in tensors.items() if k.endswith(".lora_A.weight")})
         return {"ranks": ranks}
 
+    @classmethod
+    def config_json(cls, config: LoRAConfig, targets: list[str], base_model: str | None) -> dict[str, Any]:
+        return peft_config(config, targets, base_model)
+
+    @classmethod
+    def as_lora(cls, tensors, targets, config: LoRAConfig):
+        return dict(tensors), config.rank, config.scaling
+
 
 def peft_config(config: LoRAConfig, target_names: list[str], base_model: str | None) -> dict[str, Any]:
     """``adapter_config.json`` in PEFT's LoraConfig layout; exact module names as targets."""

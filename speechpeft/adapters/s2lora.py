@@ -195,6 +195,29 @@ class S2LoRALinear(AdapterLayer):
         return {**sparsity_of(tensors), "rank_table": rank_table(tensors)}
 
     @classmethod
+    def as_lora(cls, tensors, targets, config: S2LoRAConfig):
+        lora, rank = s2lora_as_lora(tensors, targets, config)
+        return lora, rank, 1.0  # the scaling is folded into lora_B
+
+    @classmethod
+    def shared_bases(cls, tensors, configs):
+        """The bases by key when every adapter holds identical bases and scaling (adapters trained
+        from one saved start, say): a bank keeps them once and only the λ rows differ."""
+        first, scale = tensors[0], configs[0].scaling
+        keys = {k for k in first if k.startswith(BASIS_PREFIX)}
+        for t, c in zip(tensors[1:], configs[1:], strict=True):
+            if (
+                c.scaling != scale
+                or c.share != configs[0].share
+                or {k for k in t if k.startswith(BASIS_PREFIX)} != keys
+            ):
+                return None
+            if not all(torch.equal(t[k], first[k]) for k in keys):
+                return None
+        bases = {k[len(BASIS_PREFIX) :].rsplit(".", 1)[0] for k in keys}
+        return {b: (first[f"{BASIS_PREFIX}{b}.A"].float(), first[f"{BASIS_PREFIX}{b}.B"].float(), scale) for b in bases}
+
+    @classmethod
     def live_summary(cls, layers: Mapping[str, AdapterLayer]) -> dict[str, Any]:
         stats = sparsity_of(cls.state_for_save(layers, prune=False))
         zero = f"{stats['lambda_zero']:,} of {stats['lambda_entries']:,}"

@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     new.add_argument(
         "--model", default="openai/whisper-base", help="Whisper hub id or local path (default: %(default)s)"
     )
-    new.add_argument("--kind", default="s2lora", help="lora or s2lora (default: %(default)s)")
+    new.add_argument("--kind", default="s2lora", help="a registered adapter kind (default: %(default)s)")
     new.add_argument("--targets", help="preset (attn, attn_qv, all_linear) or regex; default: the kind's")
     new.add_argument("--rank", type=int, help="adapter rank; default: the kind's")
     new.add_argument("--alpha", type=float, help="scaling numerator (scaling = alpha / rank)")

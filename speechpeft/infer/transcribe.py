@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..adapters import adapter_layers, load_adapter, merge_adapter, read_adapter, unload_adapter
+from ..adapters import adapter_kind, adapter_layers, load_adapter, merge_adapter, read_adapter, unload_adapter
 from ..adapters.bank import load_bank, unload_bank
 from ..adapters.io import check_adapter_base
 from ..data import audio_duration, load_audio
@@ -202,7 +202,7 @@ class _AdapterSlot:
 
 
 def _bankable(groups, opts: TranscribeOptions) -> bool:
-    """Whether every adapter can join one bank: LoRA or S2-LoRA, all trained with one encoder window."""
+    """Whether every adapter can join one bank: low-rank kinds, all trained with one encoder window."""
     windows = set()
     for adapter, _ in groups:
         if adapter is None:
@@ -211,8 +211,8 @@ def _bankable(groups, opts: TranscribeOptions) -> bool:
             af = read_adapter(adapter)
         except SpeechPeftError:
             continue  # its files fail when the bank is loaded
-        if af.kind not in ("lora", "s2lora"):
-            return False
+        if adapter_kind(af.kind).layer_cls.as_lora(af.tensors, af.targets, af.config) is None:
+            return False  # not a low-rank update: merged one group at a time instead
         windows.add(((af.record or {}).get("host") or {}).get("window_seconds"))
     return opts.window_seconds is not None or len(windows) <= 1
 

@@ -9,17 +9,15 @@ window so that every Whisper runtime loads them; measure the merged model with
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from safetensors.torch import save_file
 
-from ..adapters import LoRAConfig, load_adapter, read_adapter, unload_adapter
+from ..adapters import LoRAConfig, adapter_kind, load_adapter, read_adapter, unload_adapter
 from ..adapters.io import CONFIG, WEIGHTS
 from ..adapters.lora import peft_config
-from ..adapters.s2lora import s2lora_as_lora
 from ..errors import SpeechPeftError
 from ..fs import atomic_dir
 from .whisper import load_whisper
@@ -68,19 +66,15 @@ def export(
 
 def _write_peft(af, tmp: Path) -> None:
     base = (af.record or {}).get("base_model")
-    if af.kind == "lora":
-        shutil.copyfile(af.path / WEIGHTS, tmp / WEIGHTS)
-        config = peft_config(af.config, list(af.targets), base)
-    elif af.kind == "s2lora":
-        tensors, rank = s2lora_as_lora(af.tensors, af.targets, af.config)
-        if rank == 0:
-            raise SpeechPeftError(f"'{af.path}': every S2-LoRA rank is zero; there is nothing to export")
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS), metadata={"format": "pt"})
-        config = peft_config(
-            LoRAConfig(rank=rank, alpha=float(rank), dropout=af.config.dropout), list(af.targets), base
-        )
-    else:
+    lora = adapter_kind(af.kind).layer_cls.as_lora(af.tensors, af.targets, af.config)
+    if lora is None:
         raise SpeechPeftError(f"adapter kind {af.kind!r} has no PEFT form; use --merge")
+    tensors, rank, scale = lora
+    if rank == 0:
+        raise SpeechPeftError(f"'{af.path}': every rank is zero; there is nothing to export")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS), metadata={"format": "pt"})
+    dropout = getattr(af.config, "dropout", 0.0)
+    config = peft_config(LoRAConfig(rank=rank, alpha=scale * rank, dropout=dropout), list(af.targets), base)
     (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 

@@ -97,7 +97,7 @@ save_checkpoint(Path(target), {"v": torch.full((3,), 2.0)}, opt, sched, {"step":
 EXPORT = """
 from pathlib import Path
 from speechpeft.models.export import export
-import speechpeft.fs as fs, shutil
+import speechpeft.fs as fs, speechpeft.models.export as ex
 adapter_dir = Path(target).parent / "adapter"
 save_adapter(model_with(1.0), adapter_dir)
 export(adapter_dir, Path(target), fmt="peft")
@@ -172,7 +172,7 @@ def test_sigkill_during_the_checkpoint_write_keeps_the_previous_checkpoint(tmp_p
 @pytest.mark.parametrize(
     "arm, expected",
     [
-        ("after(shutil, 'copyfile')", 1.0),
+        ("after(ex, 'save_file')", 1.0),
         ("before(fs, '_exchange')", 1.0),
         ("after(fs, '_exchange')", 2.0),
         ("die_after_rename(1)", None),
