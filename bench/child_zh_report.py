@@ -24,7 +24,8 @@ def _voices(values: dict[str, float]) -> str:
 
 def render(results: list[tuple[Any, dict]], zero: dict, recipe, steps: int, note: str, ranks_png: str) -> str:
     by_key = {row.key: r for row, r in results}
-    recipe_row = by_key.get("s2lora")
+    recipe_key = next((row.key for row, _ in results if row.is_recipe), None)
+    recipe_row = by_key.get(recipe_key)
     lora = by_key.get("lora")
     t = recipe.train
     n_test = len(results[0][1]["edits"]) if results else 0
@@ -56,20 +57,21 @@ def render(results: list[tuple[Any, dict]], zero: dict, recipe, steps: int, note
         lines.append(f"| {label} | 0 | {_ci(z)} | {_voices(z['voices'])} | | | | | {z['english_wer']:.4f} | |")
     for row, r in results:
         delta = ""
-        if recipe_row is not None and row.key != "s2lora":
+        if recipe_row is not None and row.key != recipe_key:
             p = paired_test(r["edits"], recipe_row["edits"], r["units"])
             delta = f"{p['delta']:+.4f} (p={p['p_value']:.3f})"
         share = f" ({r['trainable'] / lora['trainable']:.3f}x LoRA)" if lora else ""
         sparsity = "-" if r["sparsity"] is None else f"{100 * r['sparsity']:.1f} %"
+        label = f"**{row.label} (the recipe)**" if row.is_recipe else row.label
         lines.append(
-            f"| {row.label} | {r['trainable']:,}{share} | {_ci(r)} | {_voices(r['voices'])} | {delta} | "
+            f"| {label} | {r['trainable']:,}{share} | {_ci(r)} | {_voices(r['voices'])} | {delta} | "
             f"{r['dev']:.4f} | {_voices(r['dev_voices'])} | {sparsity} | {r['english_wer']:.4f} | "
             f"{r['step_seconds']:.2f} |"
         )
     lines += ["", "Why each row: " + "; ".join(f"**{row.label}**: {row.why}" for row, _ in results if row.why) + "."]
     if recipe_row and lora:
         lines += ["", "## Issue 9's acceptance, checked on this run", ""]
-        lines += _checks(by_key, zero)
+        lines += _checks({**by_key, "s2lora": recipe_row}, zero)
     lines += [
         "",
         "## Rank allocation",
@@ -126,7 +128,7 @@ def write_ranks(results: list[tuple[Any, dict]], path: Path) -> None:
     from speechpeft.eval.report import rank_grid
 
     panels = [
-        (row.label, r["rank_table"]) for row, r in results if r.get("rank_table") and row.key in ("s2lora", "adalora")
+        (row.label, r["rank_table"]) for row, r in results if r.get("rank_table") and (row.is_recipe or row.key == "adalora")
     ]
     if not panels:
         return

@@ -81,7 +81,7 @@ ROUNDS: dict[int, list[tuple[str, str, list[str]]]] = {
 # Screens left out, and why (a 150-update screen costs ~20 min of this 2-core machine).
 NOT_RUN = {
     name: "the CPU time went to the λ learning-rate and initialisation finalists"
-    for name in ("enc", "dec", "r16", "lr5e-3", "alllin5", "r64")
+    for name in ("enc", "dec", "r16", "lr5e-3", "alllin5", "r64", "lam10-l1-0.3", "b0-l1-0.3")
 }
 
 
