@@ -49,8 +49,18 @@ LIBRIVOX = ROOT / "tests" / "data" / "librivox"
 RESULT = "bench-result.json"
 # The design study's finalist: LoRA-like init (B = 0, λ = 1), λ at 10x the learning rate, and an
 # L1 threshold that waits a quarter of training, then ramps up over the next quarter.
-S2LORA = ["adapter.kind=s2lora", "adapter.rank=32", "adapter.alpha=32", "adapter.targets=attn", "adapter.share=shape",
-          "adapter.init=b0", "adapter.lam_lr=10", "adapter.l1_start=0.25", "adapter.l1_ramp=0.25", "train.lr=2e-3"]
+S2LORA = [
+    "adapter.kind=s2lora",
+    "adapter.rank=32",
+    "adapter.alpha=32",
+    "adapter.targets=attn",
+    "adapter.share=shape",
+    "adapter.init=b0",
+    "adapter.lam_lr=10",
+    "adapter.l1_start=0.25",
+    "adapter.l1_ramp=0.25",
+    "train.lr=2e-3",
+]
 
 
 @dataclass

@@ -83,10 +83,11 @@ def render(results: list[tuple[Any, dict]], zero: dict, recipe, steps: int, note
         "",
         "## The recipe",
         "",
-        "```yaml",
-        (recipe_row or {}).get("recipe", "").strip(),
-        "```",
     ]
+    if recipe_row:
+        lines += ["```yaml", recipe_row["recipe"].strip(), "```"]
+    else:
+        lines.append("No row of this run trains the recipe's adapter: no recipe row, no acceptance check.")
     if note:
         lines += ["", f"Run notes: {note}"]
     return "\n".join(lines) + "\n"
@@ -128,7 +129,9 @@ def write_ranks(results: list[tuple[Any, dict]], path: Path) -> None:
     from speechpeft.eval.report import rank_grid
 
     panels = [
-        (row.label, r["rank_table"]) for row, r in results if r.get("rank_table") and (row.is_recipe or row.key == "adalora")
+        (row.label, r["rank_table"])
+        for row, r in results
+        if r.get("rank_table") and (row.is_recipe or row.key == "adalora")
     ]
     if not panels:
         return

@@ -90,7 +90,10 @@ def make_tiny_corpus(folder: Path, n: int = 8) -> dict[str, Path]:
     return {"train": manifest, "dev": manifest, "test": manifest}
 
 
-def write_tiny_recipe(path: Path, model_dir: Path, corpus: dict[str, Path], output_dir: Path, **train) -> Path:
+def write_tiny_recipe(
+    path: Path, model_dir: Path, corpus: dict[str, Path], output_dir: Path, adapter: dict | None = None, **train
+) -> Path:
+    adapter = adapter or {"kind": "s2lora", "rank": 8}
     values = {"lr": 1.0e-2, "max_steps": 12, "batch_size": 4, "warmup_steps": 2, "eval_every": 4, "checkpoint_every": 4}
     values.update(train)
     lines = [
@@ -102,8 +105,7 @@ def write_tiny_recipe(path: Path, model_dir: Path, corpus: dict[str, Path], outp
         "  device: cpu",
         f"  window_seconds: {WINDOW_SECONDS}",
         "adapter:",
-        "  kind: s2lora",
-        "  rank: 8",
+        *(f"  {k}: {v}" for k, v in adapter.items()),
         "data:",
         *(f"  {k}: {v}" for k, v in corpus.items()),
         "  synthetic: true",

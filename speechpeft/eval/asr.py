@@ -42,7 +42,8 @@ def transcribe_utterances(
             texts = host.transcribe(arrays, language=language, beam=beam, batch_size=len(batch), max_new_tokens=cap)
             for i, text in zip(batch, texts, strict=True):
                 hyps[i] = text
-            bar.update(sum(utts[i].duration for i in batch))
+            # summed in another order than the total: never past it by a rounding error
+            bar.update(min(sum(utts[i].duration for i in batch), total - bar.n))
     return hyps
 
 
