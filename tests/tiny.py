@@ -164,3 +164,81 @@ def make_clone_references(folder: Path, n: int = 20, rate: int = 16_000) -> Path
         rows.append({"audio_filepath": f"r{i:02d}.wav", "text": CLONE_TEXTS[i % len(CLONE_TEXTS)]})
     (folder / "refs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return folder / "refs.jsonl"
+
+
+def tiny_wav2vec2_config(**overrides):
+    """A wav2vec 2.0 of 2 layers, hidden 64, a 3-layer conv stack of 80 samples per frame (5 ms),
+    with a small quantizer so the same config serves Wav2Vec2ForPreTraining."""
+    from transformers import Wav2Vec2Config
+
+    values = dict(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+        conv_dim=(32, 32, 32), conv_stride=(5, 4, 4), conv_kernel=(10, 4, 4),
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, vocab_size=32,
+        codevector_dim=32, proj_codevector_dim=32, num_codevectors_per_group=16, num_codevector_groups=2,
+        num_negatives=10, mask_time_length=4, mask_time_prob=0.05, feat_extract_norm="group",
+    )  # fmt: skip
+    values.update(overrides)
+    return Wav2Vec2Config(**values)
+
+
+def build_tiny_wav2vec2(seed: int = 0, **overrides):
+    """A random tiny ``Wav2Vec2ForCTC`` (its head: 32 placeholder outputs), in eval mode."""
+    from transformers import Wav2Vec2ForCTC
+
+    torch.manual_seed(seed)
+    return Wav2Vec2ForCTC(tiny_wav2vec2_config(**overrides)).eval()
+
+
+def make_tiny_wav2vec2_dir(path: Path, seed: int = 0, texts: list[str] | None = None) -> Path:
+    """A saved tiny wav2vec2 with its feature extractor: like a pretraining checkpoint (no CTC
+    tokenizer) unless ``texts`` is given, then a CTC checkpoint whose vocabulary spells them."""
+    from transformers import Wav2Vec2FeatureExtractor
+
+    model = build_tiny_wav2vec2(seed)
+    fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=True,
+                                  return_attention_mask=False)  # fmt: skip
+    if texts is not None:
+        from speechpeft.models.wav2vec2 import build_vocabulary, make_tokenizer
+
+        tok = make_tokenizer(build_vocabulary(texts))
+        model = build_tiny_wav2vec2(seed, vocab_size=len(tok), pad_token_id=tok.pad_token_id)
+        tok.save_pretrained(path)
+    model.save_pretrained(path)
+    fe.save_pretrained(path)
+    return path
+
+
+def wav2vec2_batch(vocab_size: int = 32, seed: int = 123) -> dict[str, torch.Tensor]:
+    """Random audio (3 x 1 s) and character labels for a tiny wav2vec2 CTC model."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "input_values": torch.randn(3, 16_000, generator=g),
+        "labels": torch.randint(1, vocab_size, (3, 7), generator=g),
+    }
+
+
+def make_tiny_ctc_corpus(folder: Path, n: int = 8) -> dict[str, Path]:
+    """``n`` utterances in which every character is its own 0.2 s chord (and a space 0.1 s of
+    quiet): audio whose frames change with the text, so a CTC model can learn to read it. (The
+    steady two-tone clips of ``make_tiny_corpus`` give every frame the same content, which only a
+    model with absolute positions, such as Whisper, can turn into a sequence.)"""
+    folder.mkdir(parents=True, exist_ok=True)
+    rate = 16_000
+    chars = sorted({c for t in TEXTS for c in t})
+    rows = []
+    for i in range(n):
+        text = TEXTS[i % len(TEXTS)]
+        pieces = [np.zeros(int(0.05 * rate))]
+        for c in text:
+            k = chars.index(c)
+            t = np.arange(int(0.2 * rate)) / rate
+            pieces.append(0.3 * np.sin(2 * np.pi * (150 + 60 * k) * t) + 0.2 * np.sin(2 * np.pi * (1000 + 85 * k) * t))
+        pieces.append(np.zeros(int(0.05 * rate)))
+        audio = np.concatenate(pieces).astype(np.float32)
+        sf.write(folder / f"c{i}.flac", audio, rate)
+        rows.append({"audio_filepath": f"c{i}.flac", "text": text, "duration": len(audio) / rate, "language": "zh",
+                     "speaker": f"k{i % 2}"})  # fmt: skip
+    manifest = folder / "all.jsonl"
+    manifest.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return {"train": manifest, "dev": manifest, "test": manifest}

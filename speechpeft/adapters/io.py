@@ -5,6 +5,10 @@ config, the base model's id, the targeted modules with their shapes, a fingerpri
 parameter counts and a SHA-256 of the tensors. ``adapter_config.json`` is PEFT's LoraConfig for
 LoRA (so PEFT and vLLM load the directory) and the kind's config for the other kinds.
 
+Modules a host trains whole beside the adapter (a new CTC head sized to its vocabulary) are
+stored in the same file under PEFT's ``modules_to_save`` names, ``base_model.model.<module>.<param>``,
+and listed in the record's ``modules``.
+
 A plain PEFT LoRA directory, without our record, loads too; its base cannot be checked.
 """
 
@@ -15,7 +19,8 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +52,32 @@ class AdapterFile:
     targets: dict[str, tuple[int, int]]  # module name -> (d_out, d_in)
     tensors: dict[str, torch.Tensor]
     record: dict[str, Any] | None  # None for a foreign PEFT directory
+    modules: dict[str, torch.Tensor] = field(default_factory=dict)  # whole modules: "<module>.<param>" -> tensor
 
 
-def save_adapter(model: nn.Module, path: str | Path, prune: bool = True, extra: dict[str, Any] | None = None) -> Path:
+def module_tensors(model: nn.Module, modules: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The parameters of modules trained whole, by ``"<module>.<param>"``."""
+    out = {}
+    for name in modules:
+        for pname, p in model.get_submodule(name).named_parameters():
+            out[f"{name}.{pname}"] = p
+    return out
+
+
+def save_adapter(
+    model: nn.Module,
+    path: str | Path,
+    prune: bool = True,
+    extra: dict[str, Any] | None = None,
+    modules: Sequence[str] = (),
+    files: Callable[[Path], None] | None = None,
+) -> Path:
     """Write the model's adapter to directory ``path`` (created if needed), atomically as a whole.
 
     ``prune`` drops S2-LoRA ranks that are zero in every matrix; LoRA ignores it. ``extra``
     (JSON values) is stored in the record under ``"host"``, e.g. the encoder window it was
-    trained with.
+    trained with. ``modules`` names modules trained whole (stored in the same file); ``files``
+    writes what else belongs beside the weights (a vocabulary) into the folder being assembled.
 
     Raises:
         SpeechPeftError: the model holds no adapter.
@@ -67,6 +90,10 @@ def save_adapter(model: nn.Module, path: str | Path, prune: bool = True, extra: 
     tensors = {
         k: v.detach().to("cpu").contiguous().clone() for k, v in kind.layer_cls.state_for_save(layers, prune).items()
     }
+    whole = {
+        PEFT_PREFIX + k: v.detach().to("cpu").contiguous().clone() for k, v in module_tensors(model, modules).items()
+    }
+    tensors.update(whole)
     targets = describe_targets(model, list(layers))
     counts = count_parameters(model)
     record = {
@@ -79,21 +106,26 @@ def save_adapter(model: nn.Module, path: str | Path, prune: bool = True, extra: 
         "fingerprint": fingerprint(model, list(layers)),
         "parameters": {
             "base": counts["base"],
-            "trainable": counts["adapter"],
+            "trainable": counts["adapter"] + sum(t.numel() for t in whole.values()),
             "stored": sum(t.numel() for t in tensors.values()),
         },
+        "modules": {k[len(PEFT_PREFIX) :]: list(v.shape) for k, v in whole.items()},
         "tensors_sha256": tensors_sha256(tensors),
         "host": dict(extra or {}),
     }
     path = Path(path)
     meta = {"format": "pt", "speechpeft": json.dumps(record)}
     cfg = kind.layer_cls.config_json(first.config, list(layers), record["base_model"])
+    if modules:
+        cfg["modules_to_save"] = sorted(modules)
 
     def write(tmp: Path) -> None:
         if path.is_dir():  # keep what else the folder holds (a processor, a vocabulary...)
             for entry in path.iterdir():
                 if entry.name not in (WEIGHTS, CONFIG):
                     link_or_copy(entry, tmp / entry.name)
+        if files is not None:
+            files(tmp)
         save_file(tensors, str(tmp / WEIGHTS), metadata=meta)
         (tmp / CONFIG).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
 
@@ -130,7 +162,34 @@ def load_adapter(model: nn.Module, path: str | Path, check_base: bool = True) ->
         raise AdapterFileError(
             f"{where}: unexpected tensor {extra[0]!r} (not part of a {af.kind} adapter on these modules)"
         )
+    load_modules(model, af)
     return list(layers)
+
+
+def load_modules(model: nn.Module, af: AdapterFile) -> None:
+    """Copy the modules ``af`` trained whole into ``model`` (whose host sized them to fit first).
+
+    Raises:
+        AdapterFileError: a module is missing from the model or shaped differently.
+    """
+    where = str(af.path / WEIGHTS)
+    have = {}
+    for key in af.modules:
+        name = key.rsplit(".", 1)[0]
+        try:
+            have.update(module_tensors(model, [name]))
+        except AttributeError:
+            raise AdapterFileError(f"{where}: the model has no module {name!r} for tensor {key!r}") from None
+    for key, t in af.modules.items():
+        target = have.get(key)
+        if target is None or tuple(target.shape) != tuple(t.shape):
+            shape = None if target is None else tuple(target.shape)
+            raise AdapterFileError(
+                f"{where}: {key} has shape {tuple(t.shape)}, the model's is {shape} (its host must size it first)"
+            )
+    with torch.no_grad():
+        for key, t in af.modules.items():
+            have[key].copy_(t.to(have[key].device, have[key].dtype))
 
 
 def read_adapter(path: str | Path) -> AdapterFile:
@@ -176,8 +235,27 @@ def read_adapter(path: str | Path) -> AdapterFile:
     config = config_from_dict(kind.config_cls, _field(record, "config", where), where)
     targets = {n: (int(s[0]), int(s[1])) for n, s in _field(record, "targets", where).items()}
     _check_finite(tensors, where)
+    modules = _split_modules(record, tensors, where)
     check_layout(kind.layer_cls, config, targets, tensors, where)
-    return AdapterFile(path, kind.name, config, targets, tensors, record)
+    return AdapterFile(path, kind.name, config, targets, tensors, record, modules)
+
+
+def _split_modules(record: dict[str, Any], tensors: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+    """Take the record's whole-module tensors out of ``tensors``, checked against their shapes."""
+    listed = record.get("modules") or {}
+    if not isinstance(listed, dict):
+        raise AdapterFileError(f"{where}: the speechpeft record's 'modules' must be an object")
+    out = {}
+    for key, shape in listed.items():
+        t = tensors.pop(PEFT_PREFIX + key, None)
+        if t is None:
+            raise AdapterFileError(f"{where}: missing tensor {PEFT_PREFIX + key!r} (module {key!r} in the record)")
+        if list(t.shape) != list(shape):
+            raise AdapterFileError(
+                f"{where}: tensor {PEFT_PREFIX + key!r} has shape {tuple(t.shape)}, recorded {shape}"
+            )
+        out[key] = t
+    return out
 
 
 def check_layout(layer_cls: type[AdapterLayer], config: Any, targets: dict[str, tuple[int, int]],

@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run_new(args: argparse.Namespace) -> int:
     import torch
 
-    from ..models import load_whisper
+    from ..models import load_host
 
     kind = adapter_kind(args.kind)
     overrides = {
@@ -45,7 +45,7 @@ def run_new(args: argparse.Namespace) -> int:
         config = kind.config_cls(**overrides)
     except ValueError as e:
         raise SpeechPeftError(str(e)) from None
-    host = load_whisper(args.model, device="cpu")
+    host = load_host(args.model, device="cpu")
     torch.manual_seed(args.seed)
     names = host.inject(config)
     path = save_adapter(host.model, args.output, prune=False)  # untrained: keep the full basis

@@ -1,4 +1,4 @@
-"""Decode a manifest's utterances with a Whisper host and score them."""
+"""Decode a manifest's utterances with any host (models.host.ASRHost) and score them."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from tqdm.auto import tqdm
 from ..data import Utterance, load_audio, sorted_batches
 from .metrics import ErrorRate, error_rate
 from .normalise import Normaliser
-
-PROMPT_TOKENS = 4  # <|startoftranscript|><|lang|><|task|><|notimestamps|>
 
 
 def transcribe_utterances(
@@ -26,11 +24,10 @@ def transcribe_utterances(
 ) -> list[str]:
     """Hypotheses for ``utts`` in their order, decoded longest-first in batches.
 
-    Each batch may emit at most ``16 + max_tokens_per_second x longest duration`` tokens, which
-    bounds repetition loops without touching normal output.
+    Each batch may emit at most ``16 + max_tokens_per_second x longest duration`` tokens (for
+    hosts that generate tokens), which bounds repetition loops without touching normal output.
     """
-    rate = host.processor.feature_extractor.sampling_rate
-    limit = host.model.config.max_target_positions - PROMPT_TOKENS
+    rate = host.sampling_rate
     window = host.window_seconds
     hyps: list[str] = [""] * len(utts)
     total = sum(u.duration for u in utts)
@@ -38,7 +35,7 @@ def transcribe_utterances(
     with tqdm(total=total, desc=desc, bar_format=fmt, disable=not progress, leave=False) as bar:
         for batch in sorted_batches(utts, batch_size):
             arrays = [load_audio(utts[i].audio, rate, utts[i].where, max_seconds=window) for i in batch]
-            cap = min(limit, int(16 + max_tokens_per_second * max(len(a) for a in arrays) / rate))
+            cap = host.max_new_tokens(max(len(a) for a in arrays) / rate, max_tokens_per_second)
             texts = host.transcribe(arrays, language=language, beam=beam, batch_size=len(batch), max_new_tokens=cap)
             for i, text in zip(batch, texts, strict=True):
                 hyps[i] = text

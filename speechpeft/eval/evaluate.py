@@ -76,7 +76,7 @@ def evaluate_manifest(
 ) -> dict[str, Any]:
     """Decode ``utts`` with ``host`` and return the full result record."""
     hyps = transcribe_utterances(host, utts, language, beam, batch_size, max_tokens_per_second, "evaluate", progress)
-    spelling = getattr(host.processor.tokenizer, "english_spelling_normalizer", None)
+    spelling = host.english_spelling
     result = score(utts, hyps, metric, normaliser, spelling)
     return {
         "version": RESULT_VERSION,
@@ -169,9 +169,9 @@ def evaluate(
     Raises:
         SpeechPeftError: bad manifest or audio (file:line), model, adapter or option.
     """
-    from ..adapters import load_adapter, read_adapter
+    from ..adapters import read_adapter
     from ..data import check_audio_file, read_manifest
-    from ..models import load_whisper
+    from ..models import load_host
 
     utts = read_manifest(manifest)
     for u in utts:  # every header before the model loads: a bad file fails in seconds
@@ -182,16 +182,20 @@ def evaluate(
     metric = auto_metric(language) if metric == "auto" else metric
     normaliser = auto_normaliser(language, metric) if normaliser == "auto" else normaliser
     make_normaliser(normaliser)  # fail on a bad name before loading anything
-    host = load_whisper(model, device=device)
+    host = load_host(model, device=device)
     if adapter is not None:
         recorded = (read_adapter(adapter).record or {}).get("host", {}).get("window_seconds")
         window_seconds = window_seconds or recorded
     if window_seconds:
         host.set_window(window_seconds)
     if adapter is not None:
-        load_adapter(host.model, adapter)
+        host.attach_adapter(adapter)
     for u in utts:
         check_audio_file(u.audio, u.where, max_seconds=host.window_seconds)
+        if u.duration < host.min_seconds:
+            raise SpeechPeftError(
+                f"{u.where}: {u.duration:g} s is shorter than the {host.min_seconds:g} s the model's input layer needs"
+            )
     return evaluate_manifest(
         host, utts, manifest=str(manifest), model=model, adapter=adapter, language=language, metric=metric,
         normaliser=normaliser, beam=beam, batch_size=batch_size, progress=progress,

@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..adapters import adapter_kind, adapter_layers, load_adapter, merge_adapter, read_adapter, unload_adapter
+from ..adapters import adapter_kind, adapter_layers, merge_adapter, read_adapter
 from ..adapters.bank import load_bank, unload_bank
 from ..adapters.io import check_adapter_base
 from ..data import audio_duration, load_audio
 from ..errors import SpeechPeftError
 from ..fs import atomic_write_text
-from ..models import Segment, WhisperHost, load_whisper
+from ..models import ASRHost, Segment, load_host
 from .inputs import Job
 from .writers import FORMATS, render
 
@@ -72,9 +72,7 @@ class TranscribeOutcome:
     wall_seconds: float = 0.0
 
 
-def transcribe_files(
-    jobs: Sequence[Job], opts: TranscribeOptions, host: WhisperHost | None = None
-) -> TranscribeOutcome:
+def transcribe_files(jobs: Sequence[Job], opts: TranscribeOptions, host: ASRHost | None = None) -> TranscribeOutcome:
     """Transcribe ``jobs`` and write ``opts.formats`` into ``opts.output_dir`` per file.
 
     ``host`` reuses a loaded model (tests, servers); otherwise ``opts.model`` is loaded.
@@ -91,7 +89,7 @@ def transcribe_files(
         out.wall_seconds = time.time() - started
         return out
     if host is None:
-        host = load_whisper(opts.model, device=opts.device)
+        host = load_host(opts.model, device=opts.device)
     full_window = host.max_window_seconds
     total = sum(d for _, d in todo)
     fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]"
@@ -170,7 +168,7 @@ class _AdapterSlot:
     decoding then costs what the bare model costs. The base weights are saved before the merge
     and copied back when the adapter leaves, so swapping never lets rounding drift accumulate."""
 
-    def __init__(self, host: WhisperHost):
+    def __init__(self, host: ASRHost):
         self.host, self.saved = host, {}
 
     def clear(self) -> None:
@@ -180,8 +178,7 @@ class _AdapterSlot:
                 layers[name].base_layer.weight.copy_(weight)
                 layers[name].merged = False
         self.saved = {}
-        if layers:
-            unload_adapter(self.host.model, merge=False)
+        self.host.detach_adapter()
 
     def use(self, adapter: str | None, window: float | None, full_window: float) -> None:
         """Swap ``adapter`` in (None: the bare model). Raises SpeechPeftError, leaving the bare model."""
@@ -192,7 +189,7 @@ class _AdapterSlot:
                 window = window or recorded
             self.host.set_window(window or full_window)
             if adapter is not None:
-                load_adapter(self.host.model, adapter)
+                self.host.attach_adapter(adapter)
                 layers = adapter_layers(self.host.model)
                 self.saved = {n: layer.base_layer.weight.detach().clone() for n, layer in layers.items()}
                 merge_adapter(self.host.model)
@@ -202,7 +199,8 @@ class _AdapterSlot:
 
 
 def _bankable(groups, opts: TranscribeOptions) -> bool:
-    """Whether every adapter can join one bank: low-rank kinds, all trained with one encoder window."""
+    """Whether every adapter can join one bank: low-rank kinds with nothing trained whole (a CTC
+    head of their own), all trained with one encoder window."""
     windows = set()
     for adapter, _ in groups:
         if adapter is None:
@@ -211,7 +209,7 @@ def _bankable(groups, opts: TranscribeOptions) -> bool:
             af = read_adapter(adapter)
         except SpeechPeftError:
             continue  # its files fail when the bank is loaded
-        if adapter_kind(af.kind).layer_cls.as_lora(af.tensors, af.targets, af.config) is None:
+        if af.modules or adapter_kind(af.kind).layer_cls.as_lora(af.tensors, af.targets, af.config) is None:
             return False  # not a low-rank update: merged one group at a time instead
         windows.add(((af.record or {}).get("host") or {}).get("window_seconds"))
     return opts.window_seconds is not None or len(windows) <= 1
@@ -239,7 +237,7 @@ def _load_bank(host, groups, opts, full_window, out, bar) -> tuple[list, dict]:
     return good, ids
 
 
-def _meta(host: WhisperHost, opts: TranscribeOptions, adapter: str | None) -> dict[str, Any]:
+def _meta(host: ASRHost, opts: TranscribeOptions, adapter: str | None) -> dict[str, Any]:
     return {
         "model": opts.model,
         "adapter": adapter,

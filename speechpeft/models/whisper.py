@@ -10,14 +10,15 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..adapters import inject, register_presets
+from ..adapters import adapter_layers, inject, load_adapter, register_presets, unload_adapter
 from ..errors import SpeechPeftError
+from .host import Segment, default_device, register_host
 
 _BLOCK = r"(model\.)?(encoder|decoder)\.layers\.\d+\."
 _ATTN = r"(model\.)?(encoder\.layers\.\d+\.self_attn|decoder\.layers\.\d+\.(self_attn|encoder_attn))"
@@ -45,16 +46,9 @@ class _DropGenerateNotices(logging.Filter):
 logging.getLogger("transformers.generation.utils").addFilter(_DropGenerateNotices())
 
 SAMPLING_RATE = 16_000
+PROMPT_TOKENS = 4  # <|startoftranscript|><|lang|><|task|><|notimestamps|>
 FRAMES_PER_SECOND = 100  # mel frames: 10 ms hop
 POSITIONS_PER_SECOND = 50  # one encoder position per 2 mel frames
-
-
-class Segment(NamedTuple):
-    """A stretch of decoded text with its time span in seconds from the start of the audio."""
-
-    start: float
-    end: float
-    text: str
 
 
 class _CachedSuppress:
@@ -92,10 +86,6 @@ def _cache_suppression(model: nn.Module) -> None:
     model._retrieve_logit_processors = retrieve
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 @dataclass
 class WhisperHost:
     """A Whisper model with its processor (None for tiny test models built from a config)."""
@@ -107,6 +97,16 @@ class WhisperHost:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def sampling_rate(self) -> int:
+        fe = self.processor.feature_extractor if self.processor is not None else None
+        return int(fe.sampling_rate) if fe is not None else SAMPLING_RATE
+
+    @property
+    def english_spelling(self) -> Any:
+        tok = self.processor.tokenizer if self.processor is not None else None
+        return getattr(tok, "english_spelling_normalizer", None)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -152,6 +152,26 @@ class WhisperHost:
     def inject(self, config: Any) -> list[str]:
         """Inject an adapter; ``config.targets`` may name a preset (attn, attn_qv, all_linear)."""
         return inject(self.model, config)
+
+    # --- what the host protocol asks that Whisper needs nothing for ------------------------
+
+    min_seconds = 0.0  # any non-empty input: it is padded to the window
+    new_modules = ()  # the decoder and its vocabulary stay Whisper's
+
+    def prepare_training(self, texts: Sequence[str]) -> None:
+        pass
+
+    def save_companions(self, folder: Any) -> None:
+        pass
+
+    def attach_adapter(self, path: Any) -> list[str]:
+        """Load an adapter folder into the model (``adapters.load_adapter``)."""
+        return load_adapter(self.model, path)
+
+    def detach_adapter(self) -> None:
+        """Remove the adapter without merging it."""
+        if adapter_layers(self.model):
+            unload_adapter(self.model, merge=False)
 
     # --- training --------------------------------------------------------------------------
 
@@ -206,6 +226,18 @@ class WhisperHost:
     ) -> dict[str, torch.Tensor]:
         """A training batch: ``input_features`` and ``labels``."""
         return {"input_features": self.features(arrays), "labels": self.labels(texts, language, task)}
+
+    def check_text(self, text: str, language: str | None) -> None:
+        """Raise SpeechPeftError if ``text`` with Whisper's prefix is longer than the decoder takes."""
+        try:
+            self.labels([text], language)
+        except SpeechPeftError as e:
+            raise SpeechPeftError(str(e).removeprefix("text #0 ")) from None
+
+    def max_new_tokens(self, seconds: float, per_second: float) -> int:
+        """16 + ``per_second`` x seconds, within what the decoder holds after its 4 prompt tokens."""
+        limit = self.model.config.max_target_positions - PROMPT_TOKENS
+        return min(limit, int(16 + per_second * seconds))
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean token cross-entropy of ``batch["labels"]`` given ``batch["input_features"]``."""
@@ -419,3 +451,6 @@ def load_whisper(
     model.to(device).eval()
     _cache_suppression(model)
     return WhisperHost(model, processor)
+
+
+register_host("whisper", load_whisper)

@@ -28,7 +28,7 @@ from ..eval.metrics import pooled, utterance_counts
 from ..eval.normalise import has_opencc, make_normaliser
 from ..eval.report import write_curves, write_rank_heatmap, write_report
 from ..fs import atomic_write_text, remove_leftovers
-from ..models.whisper import WhisperHost, load_whisper
+from ..models import ASRHost, load_host
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .recipe import Recipe, recipe_to_yaml
 from .runlog import MetricsLog, check_audio_headers
@@ -41,7 +41,7 @@ class Run:
 
     recipe: Recipe
     dir: Path
-    host: WhisperHost
+    host: ASRHost
     train: list[Utterance]
     dev: list[Utterance]
     test: list[Utterance]
@@ -85,7 +85,7 @@ def finetune(
 
 def _finetune(recipe: Recipe, resume: bool, overwrite: bool, progress: bool, tuning: Tuning | None, test: bool,
               started: float) -> dict[str, Any]:  # fmt: skip
-    run = _prepare(recipe, resume, overwrite, progress, tuning or AdapterTuning(recipe.adapter.config()))
+    run = _prepare(recipe, resume, overwrite, progress, tuning)
     zero = run.log.first("zero_shot")
     if zero is None and test:
         zero = _evaluate(run, run.test, f"zero-shot test ({run.host.window_seconds:g} s window)")
@@ -104,7 +104,7 @@ def _finetune(recipe: Recipe, resume: bool, overwrite: bool, progress: bool, tun
     return _finish(run, zero, adapted, trainable, time.time() - started)
 
 
-def _prepare(recipe: Recipe, resume: bool, overwrite: bool, progress: bool, tuning: Tuning) -> Run:
+def _prepare(recipe: Recipe, resume: bool, overwrite: bool, progress: bool, tuning: Tuning | None) -> Run:
     run_dir = Path(recipe.output_dir) / recipe.name
     started = any((run_dir / f).exists() for f in (CHECKPOINT, "adapter", "report.md"))
     if started and not (resume or overwrite):
@@ -118,17 +118,22 @@ def _prepare(recipe: Recipe, resume: bool, overwrite: bool, progress: bool, tuni
         splits["dev"] = splits["dev"][: recipe.train.dev_max_utterances]
     _seed(recipe.train.seed)
     device = None if recipe.model.device == "auto" else recipe.model.device
-    host = load_whisper(recipe.model.name, device=device)
-    if recipe.model.window_seconds > host.window_seconds:
+    host = load_host(recipe.model.name, device=device)
+    if recipe.model.window_seconds > host.max_window_seconds:
         raise SpeechPeftError(
-            f"model.window_seconds={recipe.model.window_seconds:g} exceeds the model's {host.window_seconds:g} s"
+            f"model.window_seconds={recipe.model.window_seconds:g} exceeds the model's {host.max_window_seconds:g} s"
         )
-    _check_durations(splits, recipe.model.window_seconds)
-    for u in splits["train"]:  # a transcript the decoder cannot hold fails now, not at update 200
+    _check_durations(splits, recipe.model.window_seconds, host.min_seconds)
+    host.prepare_training([u.text for u in splits["train"]])  # e.g. a CTC vocabulary from the transcripts
+    if tuning is None:  # the recipe's adapter, with what the host made new for this run (a CTC head)
+        tuning = AdapterTuning(
+            recipe.adapter.config(), host.new_modules, host.save_companions, recipe.train.new_module_lr_scale
+        )
+    for u in splits["train"]:  # a transcript the model cannot learn fails now, not at update 200
         try:
-            host.labels([u.text], recipe.eval.language)
+            host.check_text(u.text, recipe.eval.language)
         except SpeechPeftError as e:
-            raise SpeechPeftError(f"{u.where}: {str(e).removeprefix('text #0 ')}") from None
+            raise SpeechPeftError(f"{u.where}: {e}") from None
     run_dir.mkdir(parents=True, exist_ok=True)
     remove_leftovers(run_dir, [CHECKPOINT, "adapter", "metrics.jsonl", "recipe.yaml", "report.md", "curves.png"])
     if overwrite and not resume:
@@ -141,12 +146,17 @@ def _prepare(recipe: Recipe, resume: bool, overwrite: bool, progress: bool, tuni
     return Run(recipe, run_dir, host, splits["train"], splits["dev"], splits["test"], log, base, tuning, progress)
 
 
-def _check_durations(splits: dict[str, list[Utterance]], window: float) -> None:
+def _check_durations(splits: dict[str, list[Utterance]], window: float, shortest: float) -> None:
     for utts in splits.values():
         longest = max(utts, key=lambda u: u.duration)
         if longest.duration > window:
             raise SpeechPeftError(
                 f"{longest.where}: {longest.duration:g} s is longer than model.window_seconds={window:g}"
+            )
+        short = min(utts, key=lambda u: u.duration)
+        if short.duration < shortest:
+            raise SpeechPeftError(
+                f"{short.where}: {short.duration:g} s is shorter than the {shortest:g} s the model's input layer needs"
             )
 
 
@@ -221,7 +231,7 @@ def _update(run: Run, optimizer, params) -> float:
     total = 0.0
     for _ in range(cfg.grad_accum):
         utts = [run.train[i] for i in _next_batch(run)]
-        rate = run.host.processor.feature_extractor.sampling_rate
+        rate = run.host.sampling_rate
         arrays = [load_audio(u.audio, rate, u.where, max_seconds=run.host.window_seconds) for u in utts]
         batch = run.host.batch(arrays, [u.text for u in utts], run.recipe.eval.language)
         with _autocast(run):
@@ -248,8 +258,7 @@ def _next_batch(run: Run) -> list[int]:
 
 def _evaluate(run: Run, utts: list[Utterance], desc: str) -> dict[str, Any]:
     ev = run.recipe.eval
-    tokenizer = run.host.processor.tokenizer
-    normalise = make_normaliser(ev.normaliser, getattr(tokenizer, "english_spelling_normalizer", None))
+    normalise = make_normaliser(ev.normaliser, run.host.english_spelling)
     tick = time.time()
     hyps = transcribe_utterances(
         run.host, utts, ev.language, ev.beam, ev.batch_size, ev.max_tokens_per_second, desc, run.progress

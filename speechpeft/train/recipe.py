@@ -36,12 +36,14 @@ def _check(ok: bool, key: str, message: str, value: Any) -> None:
 
 @dataclass
 class ModelSection:
-    name: str = "openai/whisper-base"  # hub id or local path
-    window_seconds: float = 30.0  # encoder window; below 30 s is short-window mode (faster, measure CER)
+    name: str = "openai/whisper-base"  # hub id or local path; its config.model_type picks the host
+    # the longest input in one piece; Whisper: its encoder window, below 30 s is short-window mode
+    # (faster, measure CER); the host refuses more than the model takes
+    window_seconds: float = 30.0
     device: str = "auto"  # auto (cuda if available), cpu or cuda
 
     def __post_init__(self):
-        _check(0 < self.window_seconds <= 30, "model.window_seconds", "must be in (0, 30]", self.window_seconds)
+        _check(self.window_seconds > 0, "model.window_seconds", "must be > 0", self.window_seconds)
         _check(self.device in ("auto", "cpu", "cuda"), "model.device", "must be auto, cpu or cuda", self.device)
 
 
@@ -113,6 +115,9 @@ class DataSection:
 @dataclass
 class TrainSection:
     lr: float = 1e-3  # peak AdamW learning rate
+    # learning rate x this for modules the host makes new and trains whole (a CTC head over a new
+    # vocabulary): a head from scratch learns slowly at an adapter's rate
+    new_module_lr_scale: float = 1.0
     max_steps: int = 300  # optimizer updates
     batch_size: int = 8  # utterances per micro-batch
     grad_accum: int = 1  # micro-batches per update
@@ -127,6 +132,7 @@ class TrainSection:
 
     def __post_init__(self):
         _check(self.lr > 0, "train.lr", "must be > 0", self.lr)
+        _check(self.new_module_lr_scale > 0, "train.new_module_lr_scale", "must be > 0", self.new_module_lr_scale)
         for key in ("max_steps", "batch_size", "grad_accum", "eval_every", "checkpoint_every"):
             _check(getattr(self, key) >= 1, f"train.{key}", "must be >= 1", getattr(self, key))
         for key in ("warmup_steps", "weight_decay", "max_grad_norm", "dev_max_utterances"):

@@ -11,6 +11,7 @@ batches, schedule, decoding and selection of the run they are compared with.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +29,8 @@ from ..adapters import (
     save_adapter,
 )
 from ..adapters.inject import adapter_param_groups
+from ..adapters.io import module_tensors
+from ..adapters.lora import PEFT_PREFIX
 from ..errors import SpeechPeftError
 
 
@@ -64,18 +67,35 @@ class Tuning(Protocol):
 
 
 class AdapterTuning:
-    """Train a speechpeft adapter (any registered kind); the base stays frozen."""
+    """Train a speechpeft adapter (any registered kind); the base stays frozen.
 
-    def __init__(self, config: Any):
+    ``modules`` are trained whole beside it (at ``module_lr_scale`` x the learning rate) and
+    stored in its file: what the host made new for this run, such as a CTC head sized to a new
+    vocabulary (``host.new_modules``). ``files`` writes the host's companions of the adapter
+    (that vocabulary) into each saved folder.
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        modules: Sequence[str] = (),
+        files: Callable[[Path], None] | None = None,
+        module_lr_scale: float = 1.0,
+    ):
         self.config = config
         self.label = type(config).kind
+        self.modules, self.files, self.module_lr_scale = tuple(modules), files, module_lr_scale
 
     def attach(self, model: nn.Module) -> None:
         inject(model, self.config)
-        assert_adapter_mode(model)
+        for p in module_tensors(model, self.modules).values():
+            p.requires_grad_(True)
+        assert_adapter_mode(model)  # counts the whole modules among the trainable parameters
 
     def param_groups(self, model: nn.Module, lr: float) -> list[dict[str, Any]]:
-        return adapter_param_groups(model, lr)
+        groups = adapter_param_groups(model, lr)
+        whole = list(module_tensors(model, self.modules).values())
+        return groups + ([{"params": whole, "lr": lr * self.module_lr_scale}] if whole else [])
 
     def loss(self, model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
         return loss
@@ -87,17 +107,22 @@ class AdapterTuning:
         return adapter_kind(self.label).layer_cls
 
     def state(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        tensors = self._layer_cls(model).state_for_save(adapter_layers(model), prune=False)
+        tensors = dict(self._layer_cls(model).state_for_save(adapter_layers(model), prune=False))
+        tensors.update({PEFT_PREFIX + k: v for k, v in module_tensors(model, self.modules).items()})
         return {k: v.detach().to("cpu").clone() for k, v in tensors.items()}
 
     def load_state(self, model: nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
         expected = {k: tuple(v.shape) for k, v in self.state(model).items()}
         if {k: tuple(v.shape) for k, v in tensors.items()} != expected:
             raise SpeechPeftError(f"cannot resume: '{where}' holds a different adapter than this recipe builds")
+        whole = {k: tensors.pop(PEFT_PREFIX + k) for k in module_tensors(model, self.modules)}
         self._layer_cls(model).load_saved(adapter_layers(model), tensors, where)
+        with torch.no_grad():
+            for key, p in module_tensors(model, self.modules).items():
+                p.copy_(whole[key])
 
     def save(self, model: nn.Module, path: Path, extra: dict[str, Any]) -> None:
-        save_adapter(model, path, prune=True, extra=extra)
+        save_adapter(model, path, prune=True, extra=extra, modules=self.modules, files=self.files)
 
     def load(self, model: nn.Module, path: Path) -> None:
         load_adapter(model, path)
@@ -106,4 +131,6 @@ class AdapterTuning:
         layers = adapter_layers(model)
         cls = self._layer_cls(model)
         stored = sum(t.numel() for t in cls.state_for_save(layers, prune=True).values())
-        return {"trainable": count_parameters(model)["adapter"], "stored": stored, **cls.live_summary(layers)}
+        whole = sum(p.numel() for p in module_tensors(model, self.modules).values())
+        stored += whole
+        return {"trainable": count_parameters(model)["adapter"] + whole, "stored": stored, **cls.live_summary(layers)}

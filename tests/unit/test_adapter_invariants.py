@@ -1,10 +1,12 @@
-"""The invariants every adapter kind must keep, on a tiny random Whisper built from a config."""
+"""The invariants every adapter kind must keep, on tiny random models built from configs: a
+Whisper (seq2seq) and a wav2vec 2.0 CTC model, each with its hosts' target presets."""
 
 import copy
 
 import pytest
 import torch
 
+import speechpeft.models  # noqa: F401  (registers both hosts' target presets)
 from speechpeft import (
     LoRAConfig,
     S2LoRAConfig,
@@ -31,7 +33,7 @@ CASES = {
 
 def logits(model, batch):
     with torch.no_grad():
-        return model(input_features=batch["input_features"], labels=batch["labels"]).logits
+        return model(**batch).logits
 
 
 def train(model, batch, steps=3, lr=1e-2):
@@ -49,7 +51,20 @@ def config(request):
     return CASES[request.param]
 
 
-def test_output_unchanged_right_after_injection(tiny_whisper, tiny_batch, config):
+@pytest.fixture(params=["whisper", "wav2vec2"])
+def host(request, tiny_batch):
+    """(build(seed) -> a tiny model, a batch it trains on) for each host."""
+    if request.param == "whisper":
+        from conftest import build_tiny_whisper
+
+        return build_tiny_whisper, tiny_batch
+    from tiny import build_tiny_wav2vec2, wav2vec2_batch
+
+    return build_tiny_wav2vec2, wav2vec2_batch()
+
+
+def test_output_unchanged_right_after_injection(host, config):
+    tiny_whisper, tiny_batch = host
     model = tiny_whisper(seed=0)
     before = logits(model, tiny_batch)
     names = inject(model, config)
@@ -57,7 +72,8 @@ def test_output_unchanged_right_after_injection(tiny_whisper, tiny_batch, config
     assert torch.equal(logits(model, tiny_batch), before)
 
 
-def test_only_adapter_parameters_change_after_three_steps(tiny_whisper, tiny_batch, config):
+def test_only_adapter_parameters_change_after_three_steps(host, config):
+    tiny_whisper, tiny_batch = host
     model = tiny_whisper(seed=0)
     inject(model, config)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -69,7 +85,8 @@ def test_only_adapter_parameters_change_after_three_steps(tiny_whisper, tiny_bat
         assert p.requires_grad == (id(p) in adapter_ids), name
 
 
-def test_save_then_load_into_fresh_model_with_another_seed(tiny_whisper, tiny_batch, config, tmp_path):
+def test_save_then_load_into_fresh_model_with_another_seed(host, config, tmp_path):
+    tiny_whisper, tiny_batch = host
     model = tiny_whisper(seed=0)
     base_state = copy.deepcopy(model.state_dict())
     inject(model, config)
@@ -84,7 +101,8 @@ def test_save_then_load_into_fresh_model_with_another_seed(tiny_whisper, tiny_ba
     assert torch.equal(logits(fresh, tiny_batch), expected)
 
 
-def test_merged_output_equals_unmerged(tiny_whisper, tiny_batch, config):
+def test_merged_output_equals_unmerged(host, config):
+    tiny_whisper, tiny_batch = host
     model = tiny_whisper(seed=0)
     base = logits(model, tiny_batch)
     inject(model, config)

@@ -82,8 +82,40 @@ def package_sources() -> dict[str, tuple[str, bool]]:
 
 def test_no_module_imports_against_the_layer_direction():
     sources = package_sources()
-    assert "speechpeft.adapters.inject" in sources and "speechpeft.models.whisper" in sources
+    assert {"speechpeft.adapters.inject", "speechpeft.models.whisper", "speechpeft.models.wav2vec2"} <= set(sources)
     assert violations(sources) == []
+
+
+def host_imports(sources: dict[str, tuple[str, bool]], layers: tuple[str, ...]) -> list[str]:
+    """Imports of one ASR host by name (its module, or a name such as load_whisper from models)
+    in modules of ``layers``, which must go through the host protocol (models.host) instead."""
+    bad = []
+    for module, (source, _) in sorted(sources.items()):
+        if layer_of(module) not in layers:
+            continue
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or "", *(a.name for a in node.names)]
+                bad += [f"{module} imports {n}" for n in names if "whisper" in n.lower() or "wav2vec2" in n.lower()]
+            elif isinstance(node, ast.Import):
+                bad += [f"{module} imports {a.name}" for a in node.names if "whisper" in a.name or "wav2vec2" in a.name]
+    return bad
+
+
+def test_training_speaks_to_the_host_protocol_only():
+    sources = package_sources()
+    assert "speechpeft.train.loop" in sources
+    assert host_imports(sources, ("train",)) == []
+    caught = {
+        "speechpeft.train.a": ("from ..models.whisper import WhisperHost\n", False),
+        "speechpeft.train.b": ("def f():\n    from ..models import load_whisper\n", False),
+        "speechpeft.train.c": ("from ..models import load_host\n", False),
+    }
+    assert host_imports(caught, ("train",)) == [
+        "speechpeft.train.a imports models.whisper",
+        "speechpeft.train.a imports WhisperHost",
+        "speechpeft.train.b imports load_whisper",
+    ]
 
 
 def test_the_checker_catches_upward_lazy_and_relative_imports():

@@ -105,3 +105,19 @@ def test_cached_token_suppression_decodes_exactly_like_transformers(tiny_whisper
     assert results[0] == results[1]
     host.model.generation_config.suppress_tokens = []
     assert host.transcribe_segments(arrays, language="en") != results[0]  # the suppression mattered
+
+
+def test_load_host_picks_the_host_from_the_checkpoints_model_type(tiny_whisper_dir, tmp_path):
+    from tiny import make_tiny_vits_dir
+
+    from speechpeft.errors import SpeechPeftError
+    from speechpeft.models import WhisperHost, load_host, registered_hosts
+
+    host = load_host(str(tiny_whisper_dir), device="cpu")
+    assert isinstance(host, WhisperHost) and host.sampling_rate == 16_000 and "whisper" in registered_hosts()
+    assert host.max_new_tokens(2.0, 12.0) == 40 and host.max_new_tokens(600.0, 12.0) == 96 - 4  # decoder's limit
+    vits = make_tiny_vits_dir(tmp_path / "vits", num_speakers=1)
+    with pytest.raises(SpeechPeftError, match=r"is a 'vits' model; speechpeft serves whisper"):
+        load_host(str(vits))
+    with pytest.raises(SpeechPeftError, match=r"cannot load model '.*nowhere'"):
+        load_host(str(tmp_path / "nowhere"))
