@@ -242,3 +242,40 @@ def make_tiny_ctc_corpus(folder: Path, n: int = 8) -> dict[str, Path]:
     manifest = folder / "all.jsonl"
     manifest.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return {"train": manifest, "dev": manifest, "test": manifest}
+
+
+def make_tiny_wav2vec2_pretraining_dir(path: Path, seed: int = 0) -> Path:
+    """A saved tiny ``Wav2Vec2ForPreTraining`` (quantizer included) with its feature extractor."""
+    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2ForPreTraining
+
+    torch.manual_seed(seed)
+    Wav2Vec2ForPreTraining(tiny_wav2vec2_config()).save_pretrained(path)
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=True,
+                             return_attention_mask=False).save_pretrained(path)  # fmt: skip
+    return path
+
+
+def write_tiny_cpt_recipe(path: Path, model_dir: Path, audio: Path, output_dir: Path, **train) -> Path:
+    """A continued-pretraining recipe over a folder of untranscribed audio (train = dev), for tests."""
+    values = {"lr": 1e-3, "max_steps": 30, "batch_size": 4, "warmup_steps": 3, "eval_every": 10, "checkpoint_every": 10}
+    values.update(train)
+    lines = [
+        "# speechpeft pretrain --recipe <this file>  (a tiny random wav2vec2; for tests)",
+        "name: tiny-cpt",
+        f"output_dir: {output_dir}",
+        "model:",
+        f"  name: {model_dir}",
+        "  device: cpu",
+        f"  window_seconds: {WINDOW_SECONDS}",
+        "data:",
+        f"  train: {audio}",
+        f"  dev: {audio}",
+        "  synthetic: true",
+        "train:",
+        *(f"  {k}: {v}" for k, v in values.items()),
+        "pretrain:",
+        "  mask_time_length: 4",
+        "  num_negatives: 20",
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -2,7 +2,7 @@
 
 from .audio import AudioError, audio_duration, check_audio_file, load_audio
 from .batching import bucketed_batches, sorted_batches
-from .manifest import ManifestError, Utterance, read_manifest
+from .manifest import ManifestError, Utterance, read_audio_set, read_manifest
 
 __all__ = [
     "AudioError",
@@ -12,6 +12,7 @@ __all__ = [
     "bucketed_batches",
     "check_audio_file",
     "load_audio",
+    "read_audio_set",
     "read_manifest",
     "sorted_batches",
 ]

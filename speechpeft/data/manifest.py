@@ -31,15 +31,16 @@ REQUIRED = ("audio_filepath", "text", "duration")
 KNOWN = set(REQUIRED) | {"language", "speaker", "adapter"}
 
 
-def read_manifest(path: str | Path) -> list[Utterance]:
-    """Every utterance of a JSONL manifest; blank lines are skipped.
+def read_manifest(path: str | Path, require_text: bool = True) -> list[Utterance]:
+    """Every utterance of a JSONL manifest; blank lines are skipped. ``require_text=False``
+    reads untranscribed audio lists (``text`` may be absent; it is then empty).
 
     Raises:
         ManifestError: the file is missing or empty, or a line is not a JSON object, lacks a
             required field, or has a field of the wrong type.
     """
     path = Path(path)
-    out = [_parse(line, where, path.parent) for line, where in jsonl_lines(path)]
+    out = [_parse(line, where, path.parent, require_text) for line, where in jsonl_lines(path)]
     if not out:
         raise ManifestError(f"manifest '{path}' holds no utterances")
     return out
@@ -98,8 +99,32 @@ def _no_duplicates(pairs: list[tuple[str, object]], where: str) -> dict:
     return seen
 
 
-def _parse(line: str, where: str, folder: Path) -> Utterance:
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+
+
+def read_audio_set(path: str | Path) -> list[Utterance]:
+    """Untranscribed audio: a folder (every audio file below it, sorted) or a manifest whose lines
+    need no ``text``. Durations of a folder's files come from their headers.
+
+    Raises:
+        ManifestError: nothing to read, or a manifest line that is malformed.
+        AudioError: a file in the folder whose header cannot be read.
+    """
+    from .audio import audio_duration
+
+    path = Path(path)
+    if not path.is_dir():
+        return read_manifest(path, require_text=False)
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    if not files:
+        raise ManifestError(f"'{path}' holds no audio files ({', '.join(AUDIO_SUFFIXES)})")
+    return [Utterance(f.resolve(), "", audio_duration(f, str(f)), where=str(f)) for f in files]
+
+
+def _parse(line: str, where: str, folder: Path, require_text: bool = True) -> Utterance:
     row = json_object(line, where)
+    if not require_text:
+        row.setdefault("text", "")
     for key in REQUIRED:
         if key not in row:
             raise ManifestError(f"{where}: missing required field {key!r}")

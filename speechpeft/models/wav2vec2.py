@@ -42,6 +42,14 @@ PAD, UNK, WORD = "[PAD]", "[UNK]", "|"
 MAX_WINDOW_SECONDS = 60.0  # attention is quadratic in length; longer files are decoded in pieces
 
 
+def min_samples(config: Any, frames: int = 1) -> int:
+    """The fewest input samples from which the conv feature encoder makes ``frames`` frames."""
+    need = frames
+    for kernel, stride in reversed(list(zip(config.conv_kernel, config.conv_stride, strict=True))):
+        need = (need - 1) * stride + kernel
+    return need
+
+
 def build_vocabulary(texts: Sequence[str]) -> dict[str, int]:
     """``[PAD]`` (the CTC blank), ``[UNK]``, ``|`` (between words), then every other character
     of ``texts``, sorted."""
@@ -288,11 +296,7 @@ class Wav2Vec2Host:
         return [int(n) for n in lengths]
 
     def _min_samples(self) -> int:
-        config = self.model.config
-        need = 1
-        for kernel, stride in reversed(list(zip(config.conv_kernel, config.conv_stride, strict=True))):
-            need = (need - 1) * stride + kernel
-        return need
+        return min_samples(self.model.config)
 
     def _check_audio(self, a: np.ndarray, index: int) -> None:
         a = np.asarray(a)

@@ -1,8 +1,9 @@
-"""The training loop behind ``speechpeft finetune``: plain, explicit, seeded and resumable.
+"""The training loop behind ``speechpeft finetune`` and ``pretrain``: plain, explicit, seeded and resumable.
 
 One update = ``grad_accum`` micro-batches -> gradient clipping -> AdamW step -> the adapters'
-post-step hook (S2-LoRA's proximal L1) -> scheduler step. Dev error is measured every
-``eval_every`` updates (and at update 0); the best adapter so far is kept in ``<run>/adapter``.
+post-step hook (S2-LoRA's proximal L1) -> scheduler step. What is trained is a ``Tuning``, what
+is minimised an ``Objective``. Dev is measured every ``eval_every`` updates (and at update 0);
+for a supervised objective, the best adapter so far is kept in ``<run>/adapter``.
 """
 
 from __future__ import annotations
@@ -21,15 +22,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data import Utterance, bucketed_batches, load_audio, read_manifest
+from ..data import Utterance, bucketed_batches, read_manifest
 from ..errors import SpeechPeftError
-from ..eval.asr import score_utterances, transcribe_utterances
-from ..eval.metrics import pooled, utterance_counts
-from ..eval.normalise import has_opencc, make_normaliser
+from ..eval.normalise import has_opencc
 from ..eval.report import write_curves, write_rank_heatmap, write_report
 from ..fs import atomic_write_text, remove_leftovers
-from ..models import ASRHost, load_host
+from ..models import load_host
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from .objective import Objective, Supervised, decode_and_score
 from .recipe import Recipe, recipe_to_yaml
 from .runlog import MetricsLog, check_audio_headers
 from .tuning import AdapterTuning, Tuning
@@ -41,13 +41,14 @@ class Run:
 
     recipe: Recipe
     dir: Path
-    host: ASRHost
+    host: Any  # an ASRHost for finetune; the pretraining host for pretrain
     train: list[Utterance]
     dev: list[Utterance]
     test: list[Utterance]
     log: MetricsLog
     base_parameters: int  # the full model's, counted before a short window slices the position table
     tuning: Tuning
+    objective: Objective
     progress: bool = True
     counters: dict[str, Any] = field(default_factory=dict)
 
@@ -95,7 +96,7 @@ def _finetune(recipe: Recipe, resume: bool, overwrite: bool, progress: bool, tun
     trainable = run.tuning.summary(run.host.model)["trainable"]  # before a pruned best copy is loaded
     if run.log.first("setup") is None:
         run.log.append({"event": "setup", "tuning": run.tuning.label, "trainable": trainable})
-    _train(run, resume)
+    train_loop(run, resume)
     run.tuning.load(run.host.model, run.dir / "adapter")
     adapted = None
     if test:
@@ -111,6 +112,8 @@ def _prepare(recipe: Recipe, resume: bool, overwrite: bool, progress: bool, tuni
         raise SpeechPeftError(f"'{run_dir}' already holds a run; pass --resume to continue it or --overwrite")
     if resume and not (run_dir / CHECKPOINT).is_file():
         raise SpeechPeftError(f"cannot resume: no checkpoint at '{run_dir / CHECKPOINT}'")
+    if not recipe.data.test:
+        raise SpeechPeftError("data.test is required: finetune reports test error before and after")
     splits = {key: read_manifest(getattr(recipe.data, key)) for key in ("train", "dev", "test")}
     for utts in splits.values():
         check_audio_headers(utts, max_seconds=recipe.model.window_seconds)
@@ -143,7 +146,9 @@ def _prepare(recipe: Recipe, resume: bool, overwrite: bool, progress: bool, tuni
     log = MetricsLog(run_dir / "metrics.jsonl", fresh=not resume)
     atomic_write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
     base = sum(p.numel() for p in host.model.parameters())
-    return Run(recipe, run_dir, host, splits["train"], splits["dev"], splits["test"], log, base, tuning, progress)
+    objective = Supervised(recipe.eval.metric)
+    return Run(recipe, run_dir, host, splits["train"], splits["dev"], splits["test"], log, base, tuning, objective,
+               progress)  # fmt: skip
 
 
 def _check_durations(splits: dict[str, list[Utterance]], window: float, shortest: float) -> None:
@@ -186,7 +191,8 @@ def _autocast(run: Run):
     return contextlib.nullcontext()
 
 
-def _train(run: Run, resume: bool) -> None:
+def train_loop(run: Run, resume: bool) -> None:
+    """Run (or resume) the updates of ``run``: checkpoints, dev evaluations, the metrics log."""
     cfg = run.recipe.train
     model = run.host.model
     groups = run.tuning.param_groups(model, cfg.lr)
@@ -204,16 +210,15 @@ def _train(run: Run, resume: bool) -> None:
     bar = tqdm(total=cfg.max_steps, initial=run.counters["step"], desc="train", unit="update", disable=not run.progress)
     while run.counters["step"] < cfg.max_steps:
         tick = time.time()
-        loss = _update(run, optimizer, params)
+        loss, figures = _update(run, optimizer, params)
         lr = cfg.lr * factor(run.counters["step"])  # this update's lr, before any group's multiplier
         run.tuning.after_step(model, lr, run.counters["step"] + 1, cfg.max_steps)
         scheduler.step()
         run.counters["step"] += 1
         run.counters["train_seconds"] += time.time() - tick
         step = run.counters["step"]
-        run.log.append(
-            {"event": "train", "step": step, "loss": loss, "lr": lr, "seconds": run.counters["train_seconds"]}
-        )
+        seconds = run.counters["train_seconds"]
+        run.log.append({"event": "train", "step": step, "loss": loss, "lr": lr, "seconds": seconds, **figures})
         bar.set_postfix(loss=f"{loss:.3f}", best=f"{run.counters['best']:.3f}")
         bar.update(1)
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
@@ -223,26 +228,26 @@ def _train(run: Run, resume: bool) -> None:
     bar.close()
 
 
-def _update(run: Run, optimizer, params) -> float:
+def _update(run: Run, optimizer, params) -> tuple[float, dict[str, float]]:
     cfg = run.recipe.train
     model = run.host.model
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    total = 0.0
+    total, figures = 0.0, {}
     for _ in range(cfg.grad_accum):
         utts = [run.train[i] for i in _next_batch(run)]
-        rate = run.host.sampling_rate
-        arrays = [load_audio(u.audio, rate, u.where, max_seconds=run.host.window_seconds) for u in utts]
-        batch = run.host.batch(arrays, [u.text for u in utts], run.recipe.eval.language)
         with _autocast(run):
-            loss = run.tuning.loss(model, run.host.loss(batch)) / cfg.grad_accum
+            loss, more = run.objective.loss(run, utts, run.counters["step"])
+            loss = run.tuning.loss(model, loss) / cfg.grad_accum
         loss.backward()
         total += loss.item()
+        for key, value in more.items():  # the micro-batches' mean
+            figures[key] = figures.get(key, 0.0) + value / cfg.grad_accum
     if cfg.max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
     optimizer.step()
     model.eval()
-    return total
+    return total, figures
 
 
 def _next_batch(run: Run) -> list[int]:
@@ -257,36 +262,19 @@ def _next_batch(run: Run) -> list[int]:
 
 
 def _evaluate(run: Run, utts: list[Utterance], desc: str) -> dict[str, Any]:
-    ev = run.recipe.eval
-    normalise = make_normaliser(ev.normaliser, run.host.english_spelling)
-    tick = time.time()
-    hyps = transcribe_utterances(
-        run.host, utts, ev.language, ev.beam, ev.batch_size, ev.max_tokens_per_second, desc, run.progress
-    )
-    counts = utterance_counts([u.text for u in utts], hyps, ev.metric, normalise)
-    result = pooled(counts, ev.metric).as_dict()
-    out = {ev.metric: result["rate"], **result, "seconds": round(time.time() - tick, 1)}
-    speakers = sorted({u.speaker for u in utts if u.speaker})
-    if len(speakers) > 1:  # which voices an adapter helps is part of the result
-        out["per_speaker"] = {
-            s: round(pooled([c for c, u in zip(counts, utts, strict=True) if u.speaker == s], ev.metric).rate, 4)
-            for s in speakers
-        }
-    out["window_seconds"] = run.host.window_seconds
-    if ev.metric == "cer" and ev.normaliser != "zh_chars":
-        out["wer"] = score_utterances(utts, hyps, "wer", normalise).rate
-    return out
+    return decode_and_score(run, utts, desc)
 
 
 def _dev_eval(run: Run) -> None:
     step = run.counters["step"]
-    result = _evaluate(run, run.dev, f"dev @ {step}")
-    metric = result[run.recipe.eval.metric]
+    result = run.objective.evaluate(run, run.dev, f"dev @ {step}")
+    score = result[run.objective.score]
     sparsity = run.tuning.summary(run.host.model).get("sparsity") if step else None
     run.log.append({"event": "dev", "step": step, **result, "sparsity": sparsity})
-    if metric < run.counters["best"]:
-        run.counters["best"], run.counters["best_step"] = metric, step
-        run.tuning.save(run.host.model, run.dir / "adapter", {"window_seconds": run.host.window_seconds})
+    if score < run.counters["best"]:
+        run.counters["best"], run.counters["best_step"] = score, step
+        if run.objective.select_best:
+            run.tuning.save(run.host.model, run.dir / "adapter", {"window_seconds": run.host.window_seconds})
 
 
 def _finish(

@@ -105,9 +105,11 @@ class AdapterSection:
 
 @dataclass
 class DataSection:
-    train: str = MISSING  # JSONL manifests, relative to the recipe file or absolute
+    # JSONL manifests, relative to the recipe file or absolute; for `pretrain`, train and dev may
+    # also be folders of untranscribed audio, and test is not used
+    train: str = MISSING
     dev: str = MISSING
-    test: str = MISSING
+    test: str = ""  # required by finetune
     description: str = ""  # one line for reports
     synthetic: bool = False  # reports and plots then say the results are on synthetic speech
 
@@ -165,6 +167,32 @@ class EvalSection:
 
 
 @dataclass
+class PretrainSection:
+    """``speechpeft pretrain``: wav2vec 2.0's self-supervised objective (defaults: the paper's)."""
+
+    # full: all but the conv feature encoder, as in the Ainu work; adapter: the recipe's adapter only
+    mode: str = "full"
+    mask_time_prob: float = 0.65  # fraction of latent frames that start a masked span
+    mask_time_length: int = 10  # frames per masked span
+    num_negatives: int = 100  # distractors per masked frame
+    diversity_weight: float = 0.1  # codebook diversity loss weight
+    max_temperature: float = 2.0  # Gumbel temperature at update 0, annealed by temperature_decay per update
+    min_temperature: float = 0.5
+    temperature_decay: float = 0.999995
+
+    def __post_init__(self):
+        _check(self.mode in ("full", "adapter"), "pretrain.mode", "must be full or adapter", self.mode)
+        _check(0 < self.mask_time_prob < 1, "pretrain.mask_time_prob", "must be in (0, 1)", self.mask_time_prob)
+        for key in ("mask_time_length", "num_negatives"):
+            _check(getattr(self, key) >= 1, f"pretrain.{key}", "must be >= 1", getattr(self, key))
+        _check(self.diversity_weight >= 0, "pretrain.diversity_weight", "must be >= 0", self.diversity_weight)
+        _check(0 < self.min_temperature <= self.max_temperature, "pretrain.min_temperature",
+               "must be in (0, max_temperature]", self.min_temperature)  # fmt: skip
+        _check(0 < self.temperature_decay <= 1, "pretrain.temperature_decay", "must be in (0, 1]",
+               self.temperature_decay)  # fmt: skip
+
+
+@dataclass
 class Recipe:
     name: str = MISSING  # run name: output goes to <output_dir>/<name>/
     output_dir: str = "runs"
@@ -174,6 +202,7 @@ class Recipe:
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
     eval: EvalSection = field(default_factory=EvalSection)
+    pretrain: PretrainSection = field(default_factory=PretrainSection)  # read by `speechpeft pretrain` only
 
 
 def recipe_dirs() -> list[Path]:
@@ -240,6 +269,8 @@ def load_recipe(name_or_path: str, overrides: list[str] = ()) -> Recipe:
     except RecipeError as e:
         raise RecipeError(f"{path}: {e}") from None
     for key in ("train", "dev", "test"):
+        if not getattr(recipe.data, key):
+            continue  # `pretrain` needs no test split; finetune says so if it is missing
         value = Path(getattr(recipe.data, key))
         setattr(recipe.data, key, str(value if value.is_absolute() else (path.parent / value).resolve()))
     return recipe

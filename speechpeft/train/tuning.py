@@ -134,3 +134,47 @@ class AdapterTuning:
         whole = sum(p.numel() for p in module_tensors(model, self.modules).values())
         stored += whole
         return {"trainable": count_parameters(model)["adapter"] + whole, "stored": stored, **cls.live_summary(layers)}
+
+
+class WholeModelTuning:
+    """Train every parameter of the model except those under ``frozen`` (module-name prefixes):
+    continued pretraining's full mode, which leaves the conv feature encoder as it is."""
+
+    def __init__(self, frozen: Sequence[str] = (), label: str = "full"):
+        self.frozen, self.label = tuple(frozen), label
+
+    def trained(self, model: nn.Module) -> dict[str, nn.Parameter]:
+        return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+    def attach(self, model: nn.Module) -> None:
+        for name, p in model.named_parameters():
+            p.requires_grad_(not name.startswith(self.frozen))
+
+    def param_groups(self, model: nn.Module, lr: float) -> list[dict[str, Any]]:
+        return [{"params": list(self.trained(model).values()), "lr": lr}]
+
+    def loss(self, model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
+        return loss
+
+    def after_step(self, model: nn.Module, lr: float, step: int, total: int) -> None:
+        pass
+
+    def state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        return {n: p.detach().to("cpu").clone() for n, p in self.trained(model).items()}
+
+    @torch.no_grad()
+    def load_state(self, model: nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
+        params = self.trained(model)
+        if {k: tuple(v.shape) for k, v in tensors.items()} != {k: tuple(p.shape) for k, p in params.items()}:
+            raise SpeechPeftError(f"cannot resume: '{where}' holds other tensors than this run trains")
+        for name, p in params.items():
+            p.copy_(tensors[name])
+
+    def save(self, model: nn.Module, path: Path, extra: dict[str, Any]) -> None:
+        raise SpeechPeftError("a whole-model run is saved with save_pretrained, not as an adapter")
+
+    def load(self, model: nn.Module, path: Path) -> None:
+        raise SpeechPeftError("a whole-model run is loaded with from_pretrained, not as an adapter")
+
+    def summary(self, model: nn.Module) -> dict[str, Any]:
+        return {"trainable": sum(p.numel() for p in self.trained(model).values())}
