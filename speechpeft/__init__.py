@@ -22,7 +22,7 @@ from .adapters import (
     unmerge_adapter,
 )
 from .errors import SpeechPeftError
-from .models import WhisperHost, load_whisper
+from .models import Wav2Vec2Host, WhisperHost, load_host, load_wav2vec2, load_whisper
 
 merge = merge_adapter
 unmerge = unmerge_adapter
@@ -33,6 +33,7 @@ __all__ = [
     "LoRAConfig",
     "S2LoRAConfig",
     "SpeechPeftError",
+    "Wav2Vec2Host",
     "WhisperHost",
     "adapter_layers",
     "after_optimizer_step",
@@ -40,6 +41,8 @@ __all__ = [
     "count_parameters",
     "inject",
     "load_adapter",
+    "load_host",
+    "load_wav2vec2",
     "load_whisper",
     "merge",
     "merge_adapter",
