@@ -122,6 +122,7 @@ class ASRHost(Protocol):
 
 
 _HOSTS: dict[str, Callable[..., ASRHost]] = {}
+_PRETRAIN_HOSTS: dict[str, Callable[..., Any]] = {}
 
 
 def register_host(model_type: str, loader: Callable[..., ASRHost]) -> None:
@@ -131,6 +132,26 @@ def register_host(model_type: str, loader: Callable[..., ASRHost]) -> None:
 
 def registered_hosts() -> list[str]:
     return sorted(_HOSTS)
+
+
+def register_pretrain_host(model_type: str, loader: Callable[..., Any]) -> None:
+    """Serve self-supervised continued pretraining of ``model_type`` checkpoints with
+    ``loader(name, device=, settings=)`` (see ``models.wav2vec2_pretrain``)."""
+    _PRETRAIN_HOSTS[model_type] = loader
+
+
+def load_pretrain_host(name_or_path: str, device: str | torch.device | None = None, settings: Any = None) -> Any:
+    """The registered pretraining host for a checkpoint, chosen by its ``config.model_type``.
+
+    Raises:
+        SpeechPeftError: the checkpoint cannot be found, or its model type has no pretraining objective here.
+    """
+    model_type = model_type_of(name_or_path)
+    loader = _PRETRAIN_HOSTS.get(model_type)
+    if loader is None:
+        served = ", ".join(sorted(_PRETRAIN_HOSTS))
+        raise SpeechPeftError(f"{name_or_path!r} is a {model_type!r} model; continued pretraining serves {served}")
+    return loader(name_or_path, device=device, settings=settings)
 
 
 def model_type_of(name_or_path: str) -> str:

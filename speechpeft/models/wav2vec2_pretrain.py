@@ -24,10 +24,11 @@ import torch
 from torch import nn
 
 from ..errors import SpeechPeftError
-from .host import default_device
+from .host import default_device, register_pretrain_host
 from .wav2vec2 import MAX_WINDOW_SECONDS, min_samples
 
 QUANTIZER_KEYS = ("quantizer.", "project_q.")
+INPUT_LAYER = ("wav2vec2.feature_extractor.",)  # the conv feature encoder
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,15 @@ class Wav2Vec2PretrainHost:
         """The shortest input that yields enough frames for one masked span and its neighbours."""
         frames = self.settings.mask_time_length + 1
         return self._samples_for(frames) / self.sampling_rate
+
+    @property
+    def input_layer(self) -> tuple[str, ...]:
+        """Parameter-name prefixes of the conv feature encoder, which continued pretraining keeps frozen."""
+        return INPUT_LAYER
+
+    def train_input_layer(self) -> None:
+        """Let the conv feature encoder train too (a model pretrained from scratch)."""
+        self.model.wav2vec2.feature_extractor._requires_grad = True  # transformers' own switch for it
 
     def set_window(self, seconds: float) -> None:
         if not 0 < seconds <= MAX_WINDOW_SECONDS:
@@ -150,7 +160,7 @@ class Wav2Vec2PretrainHost:
             contrastive=float(out.contrastive_loss.detach()) / masked,
             diversity=float(out.diversity_loss.detach()) / masked,
             accuracy=accuracy,
-            perplexity=float(out.codevector_perplexity),
+            perplexity=float(out.codevector_perplexity.detach()),
             masked=masked,
         )
 
@@ -212,3 +222,6 @@ def load_wav2vec2_pretraining(name_or_path: str, device: str | torch.device | No
     model.freeze_feature_encoder()
     model.to(device).eval()
     return Wav2Vec2PretrainHost(model, fe, settings or PretrainSettings())
+
+
+register_pretrain_host("wav2vec2", load_wav2vec2_pretraining)

@@ -21,7 +21,7 @@ from ..data import read_audio_set
 from ..errors import SpeechPeftError
 from ..eval.pretrain_report import write_pretrain_curves, write_pretrain_report
 from ..fs import atomic_dir, atomic_write_text, remove_leftovers
-from ..models.wav2vec2_pretrain import PretrainSettings, load_wav2vec2_pretraining
+from ..models import PretrainSettings, load_pretrain_host
 from .checkpoint import CHECKPOINT
 from .loop import Run, _seed, train_loop
 from .objective import ContrastivePretraining
@@ -29,7 +29,6 @@ from .recipe import Recipe, recipe_to_yaml
 from .runlog import MetricsLog, check_audio_headers
 from .tuning import AdapterTuning, WholeModelTuning
 
-FEATURE_ENCODER = ("wav2vec2.feature_extractor.",)  # the conv stack: frozen in both modes
 OUTPUTS = [CHECKPOINT, "model", "metrics.jsonl", "recipe.yaml", "report.md", "curves.png"]
 
 
@@ -73,7 +72,7 @@ def _prepare(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, progr
     settings = PretrainSettings(p.mask_time_prob, p.mask_time_length, p.num_negatives, p.diversity_weight,
                                 p.max_temperature, p.min_temperature, p.temperature_decay)  # fmt: skip
     device = None if recipe.model.device == "auto" else recipe.model.device
-    host = load_wav2vec2_pretraining(recipe.model.name, device=device, settings=settings)
+    host = load_pretrain_host(recipe.model.name, device=device, settings=settings)
     host.set_window(recipe.model.window_seconds)
     for utts in splits.values():
         short = min(utts, key=lambda u: u.duration)
@@ -82,8 +81,11 @@ def _prepare(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, progr
                 f"{short.where}: {short.duration:g} s is shorter than the {host.min_seconds:.3f} s continued "
                 f"pretraining needs (one masked span of {p.mask_time_length} frames and a neighbour)"
             )
-    if p.mode == "full":
-        tuning: Any = WholeModelTuning(frozen=FEATURE_ENCODER, label="full (feature encoder frozen)")
+    if p.mode == "full" and p.freeze_feature_encoder:
+        tuning: Any = WholeModelTuning(frozen=host.input_layer, label="full (feature encoder frozen)")
+    elif p.mode == "full":
+        host.train_input_layer()
+        tuning = WholeModelTuning(label="full (feature encoder included)")
     else:
         tuning = AdapterTuning(recipe.adapter.config())
     run_dir.mkdir(parents=True, exist_ok=True)

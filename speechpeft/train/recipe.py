@@ -172,6 +172,8 @@ class PretrainSection:
 
     # full: all but the conv feature encoder, as in the Ainu work; adapter: the recipe's adapter only
     mode: str = "full"
+    # false trains the conv stack too (full mode): for a model pretrained from scratch, not for continuing
+    freeze_feature_encoder: bool = True
     mask_time_prob: float = 0.65  # fraction of latent frames that start a masked span
     mask_time_length: int = 10  # frames per masked span
     num_negatives: int = 100  # distractors per masked frame

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..adapters import (
@@ -32,6 +33,7 @@ from ..adapters.inject import adapter_param_groups
 from ..adapters.io import module_tensors
 from ..adapters.lora import PEFT_PREFIX
 from ..errors import SpeechPeftError
+from ..fs import atomic_dir
 
 
 class Tuning(Protocol):
@@ -136,9 +138,13 @@ class AdapterTuning:
         return {"trainable": count_parameters(model)["adapter"] + whole, "stored": stored, **cls.live_summary(layers)}
 
 
+WHOLE_WEIGHTS = "trained.safetensors"
+
+
 class WholeModelTuning:
     """Train every parameter of the model except those under ``frozen`` (module-name prefixes):
-    continued pretraining's full mode, which leaves the conv feature encoder as it is."""
+    continued pretraining's full mode, which leaves the conv feature encoder as it is, and full
+    fine-tuning. The best-on-dev copy is the trained tensors in one safetensors file."""
 
     def __init__(self, frozen: Sequence[str] = (), label: str = "full"):
         self.frozen, self.label = tuple(frozen), label
@@ -171,10 +177,12 @@ class WholeModelTuning:
             p.copy_(tensors[name])
 
     def save(self, model: nn.Module, path: Path, extra: dict[str, Any]) -> None:
-        raise SpeechPeftError("a whole-model run is saved with save_pretrained, not as an adapter")
+        """The trained tensors (not the frozen rest) as ``trained.safetensors`` in ``path``."""
+        tensors = {k: v.contiguous() for k, v in self.state(model).items()}
+        atomic_dir(path, lambda tmp: save_file(tensors, str(tmp / WHOLE_WEIGHTS), metadata={"format": "pt"}))
 
     def load(self, model: nn.Module, path: Path) -> None:
-        raise SpeechPeftError("a whole-model run is loaded with from_pretrained, not as an adapter")
+        self.load_state(model, load_file(str(path / WHOLE_WEIGHTS)), str(path / WHOLE_WEIGHTS))
 
     def summary(self, model: nn.Module) -> dict[str, Any]:
         return {"trainable": sum(p.numel() for p in self.trained(model).values())}

@@ -106,3 +106,11 @@ def test_a_checkpoint_without_a_quantizer_is_refused_in_one_line(setup, tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has no quantizer" in err[0] and "pretraining checkpoint" in err[0], err
     assert not (tmp_path / "runs" / "tiny-cpt").exists()
+
+
+def test_a_model_without_a_pretraining_objective_is_refused_by_its_type(setup, tmp_path, tiny_whisper_dir, capsys):
+    _, _, audio = setup
+    recipe = write_tiny_cpt_recipe(tmp_path / "cpt.yaml", tiny_whisper_dir, audio, tmp_path / "runs", max_steps=2)
+    assert main(["pretrain", "--recipe", str(recipe), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a 'whisper' model; continued pretraining serves wav2vec2" in err[0], err

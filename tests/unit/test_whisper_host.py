@@ -117,7 +117,7 @@ def test_load_host_picks_the_host_from_the_checkpoints_model_type(tiny_whisper_d
     assert isinstance(host, WhisperHost) and host.sampling_rate == 16_000 and "whisper" in registered_hosts()
     assert host.max_new_tokens(2.0, 12.0) == 40 and host.max_new_tokens(600.0, 12.0) == 96 - 4  # decoder's limit
     vits = make_tiny_vits_dir(tmp_path / "vits", num_speakers=1)
-    with pytest.raises(SpeechPeftError, match=r"is a 'vits' model; speechpeft serves whisper"):
+    with pytest.raises(SpeechPeftError, match=r"is a 'vits' model; speechpeft serves wav2vec2, whisper"):
         load_host(str(vits))
     with pytest.raises(SpeechPeftError, match=r"cannot load model '.*nowhere'"):
         load_host(str(tmp_path / "nowhere"))
