@@ -47,6 +47,7 @@ from speechpeft.train.tuning import AdapterTuning  # noqa: E402
 ATTN = r"model\.(encoder|decoder)\.layers\.\d+\.(self_attn|encoder_attn)\.(q_proj|k_proj|v_proj|out_proj)"
 LIBRIVOX = ROOT / "tests" / "data" / "librivox"
 RESULT = "bench-result.json"
+FINAL = "bench-final.json"  # S2-LoRA rows: the state after the last update, beside the best-on-dev one
 # The design study's finalist: LoRA-like init (B = 0, λ = 1), λ at 10x the learning rate, and an
 # L1 threshold that waits a quarter of training, then ramps up over the next quarter.
 S2LORA = [
@@ -171,6 +172,31 @@ def evaluate_row(row: Row, folder: Path, steps: int, recipe_name: str, test, cli
     return result
 
 
+def evaluate_final(row: Row, folder: Path, steps: int, recipe_name: str, test, clips) -> dict[str, Any]:
+    """The row's state after its last update (its checkpoint), decoded like the best-on-dev one:
+    for S2-LoRA the L1 keeps zeroing λ after the best dev step, so the two differ in sparsity."""
+    import torch
+
+    cached = folder / FINAL
+    if cached.is_file():
+        return json.loads(cached.read_text(encoding="utf-8"))
+    recipe = load_recipe(recipe_name, row.overrides)
+    host = load_whisper(recipe.model.name, device=None if recipe.model.device == "auto" else recipe.model.device)
+    host.set_window(recipe.model.window_seconds)
+    tuning = AdapterTuning(recipe.adapter.config())
+    tuning.attach(host.model)
+    state = torch.load(folder / CHECKPOINT, map_location="cpu", weights_only=True)["adapter"]
+    tuning.load_state(host.model, state, str(folder / CHECKPOINT))
+    result = decode(host, recipe, test, clips)
+    log = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    dev = [r for r in log if r["event"] == "dev"]
+    result.update({"sparsity": tuning.summary(host.model).get("sparsity"), "step": dev[-1]["step"],
+                   "dev": dev[-1]["rate"], "dev_voices": dev[-1].get("per_speaker", {}),
+                   "trajectory": [(r["step"], r["rate"], r.get("sparsity")) for r in dev]})  # fmt: skip
+    cached.write_text(json.dumps(result), encoding="utf-8")
+    return result
+
+
 def zero_shot(recipe, test, clips, out: Path) -> dict[str, Any]:
     cached = out / "bench-zero-shot.json"
     if cached.is_file():
@@ -214,7 +240,10 @@ def main(argv: list[str] | None = None) -> None:
         folder = args.out / f"bench-{row.key}"
         if not (args.resume and (folder / RESULT).is_file()):
             train_row(row, args.recipe, steps, args.out, args.resume)
-        results.append((row, evaluate_row(row, folder, steps, args.recipe, test, clips)))
+        result = evaluate_row(row, folder, steps, args.recipe, test, clips)
+        if result.get("sparsity") is not None and (folder / CHECKPOINT).is_file():
+            result["final"] = evaluate_final(row, folder, steps, args.recipe, test, clips)
+        results.append((row, result))
         row_adapter = load_recipe(args.recipe, row.overrides).adapter
         row.is_recipe = row.tuning is None and row_adapter.config() == recipe.adapter.config()
     from child_zh_report import render, write_ranks

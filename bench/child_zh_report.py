@@ -68,7 +68,19 @@ def render(results: list[tuple[Any, dict]], zero: dict, recipe, steps: int, note
             f"{r['dev']:.4f} | {_voices(r['dev_voices'])} | {sparsity} | {r['english_wer']:.4f} | "
             f"{r['step_seconds']:.2f} |"
         )
+        f = r.get("final")
+        if f:
+            fdelta = ""
+            if recipe_row is not None:
+                p = paired_test(f["edits"], recipe_row["edits"], f["units"])
+                fdelta = f"{p['delta']:+.4f} (p={p['p_value']:.3f})"
+            lines.append(
+                f"| ↳ the same, state after update {f['step']} (not best on dev) | | {_ci(f)} | "
+                f"{_voices(f['voices'])} | {fdelta} | {f['dev']:.4f} | {_voices(f['dev_voices'])} | "
+                f"{100 * f['sparsity']:.1f} % | {f['english_wer']:.4f} | |"
+            )
     lines += ["", "Why each row: " + "; ".join(f"**{row.label}**: {row.why}" for row, _ in results if row.why) + "."]
+    lines += _tradeoff(results)
     if recipe_row and lora:
         lines += ["", "## Issue 9's acceptance, checked on this run", ""]
         lines += _checks({**by_key, "s2lora": recipe_row}, zero)
@@ -88,9 +100,42 @@ def render(results: list[tuple[Any, dict]], zero: dict, recipe, steps: int, note
         lines += ["```yaml", recipe_row["recipe"].strip(), "```"]
     else:
         lines.append("No row of this run trains the recipe's adapter: no recipe row, no acceptance check.")
+    lines += _study()
     if note:
         lines += ["", f"Run notes: {note}"]
     return "\n".join(lines) + "\n"
+
+
+def _study() -> list[str]:
+    """The design study's tables (bench/s2lora_study.md, dev only), every variant tried, losers kept."""
+    path = Path(__file__).resolve().parent / "s2lora_study.md"
+    if not path.is_file():
+        return []
+    text = path.read_text(encoding="utf-8")
+    start = text.find("## Round 1")
+    if start < 0:
+        return []
+    body = text[start:].replace("## Round", "### Round").strip().splitlines()
+    return ["", "## S2-LoRA design study (dev only, from bench/s2lora_study.md)", "",
+            "Screens of 150 updates, scored on dev only; the recipe took the best by dev CER within 1/8 of LoRA's",
+            "parameters. Every variant tried is listed, the losing ones too.", "", *body]  # fmt: skip
+
+
+def _tradeoff(results: list[tuple[Any, dict]]) -> list[str]:
+    """Dev CER against λ sparsity along each S2-LoRA run: the L1 schedule trades one for the other."""
+    out = []
+    for row, r in results:
+        trajectory = (r.get("final") or {}).get("trajectory")
+        if not trajectory:
+            continue
+        points = ", ".join(f"update {s}: {c:.4f} at {100 * (z or 0):.0f} % zero" for s, c, z in trajectory[1:])
+        out.append(f"- **{row.label}**, dev CER along the run: {points}.")
+    if out:
+        out = ["", "## CER against sparsity (dev, along each S2-LoRA run)", "",
+               "The L1 threshold starts after a quarter of the updates and reaches full strength at half; "
+               "the best-on-dev state (what `finetune` keeps) can come before the coefficients are sparse.", "",
+               *out]  # fmt: skip
+    return out
 
 
 def _checks(by_key: dict[str, dict], zero: dict) -> list[str]:
@@ -114,7 +159,13 @@ def _checks(by_key: dict[str, dict], zero: dict) -> list[str]:
     bound = zero["window30"]["english_wer"] + 0.01
     check(s2["english_wer"] <= bound, f"English WER {s2['english_wer']:.4f} <= zero-shot + 0.01 ({bound:.4f})")
     if s2["sparsity"] is not None:
-        check(s2["sparsity"] >= 0.5, f"{100 * s2['sparsity']:.1f} % of λ entries exactly zero (>= 50 %)")
+        check(s2["sparsity"] >= 0.5, f"{100 * s2['sparsity']:.1f} % of λ entries exactly zero (>= 50 %) "
+              "in the best-on-dev adapter `finetune` keeps")  # fmt: skip
+    final = s2.get("final")
+    if final:
+        check(final["sparsity"] >= 0.5 and final["cer"] <= lora["cer"],
+              f"after the last update (update {final['step']}): {100 * final['sparsity']:.1f} % zero, test CER "
+              f"{final['cer']:.4f} (<= LoRA's {lora['cer']:.4f}), English WER {final['english_wer']:.4f}")  # fmt: skip
     return out
 
 

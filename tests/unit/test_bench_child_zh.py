@@ -26,6 +26,8 @@ def test_child_zh_bench_runs_every_row_on_a_tiny_model(tmp_path, tiny_whisper_di
                   "full fine-tune"):  # fmt: skip
         assert f"| {label}" in text, label
     assert text.count("(the recipe)**") == 1 and "adapter:\n  kind: s2lora" in text  # its recipe is printed
+    assert "↳ the same, state after update 3 (not best on dev)" in text  # S2-LoRA's final state beside its best
+    assert "## CER against sparsity" in text
     assert "Issue 9's acceptance, checked on this run" in text and ("**met**" in text or "**missed**" in text)
     assert (tmp_path / "child_zh_ranks.png").read_bytes()[:4] == b"\x89PNG"
     # a second, resumed run reuses every finished row instead of training again
