@@ -79,9 +79,10 @@ def rows(steps: int) -> list[Row]:
         Row("lora", "LoRA r=8, attn_qv", ["adapter.kind=lora", "adapter.rank=8", "adapter.alpha=16",
                                          "adapter.targets=attn_qv", "train.lr=2e-3"], why="the usual Whisper baseline"),
         Row("s2lora-l1-0.6", "S2-LoRA r=32, attn, L1 0.6", [*S2LORA, "adapter.l1=0.6"],
-            why="the design study's finalist (bench/s2lora_study.md) with L1 0.6 after warm-up"),
+            why="the design study's finalist (bench/s2lora_study.md) with a weaker L1 after warm-up: denser"),
         Row("s2lora-l1-0.9", "S2-LoRA r=32, attn, L1 0.9", [*S2LORA, "adapter.l1=0.9"],
-            why="the same with stronger L1: sparser, perhaps less accurate"),
+            why="the design study's finalist (bench/s2lora_study.md: B = 0 and λ = 1 at the start, λ at 10x the "
+                "learning rate) with L1 0.9 from a quarter of the updates, at full strength from half"),
         Row("adalora", "AdaLoRA r 12->4, attn (PEFT)", ["train.lr=2e-3"],
             tuning=lambda n: AdaLoRATuning(ATTN, n, init_r=12, target_r=4),
             why="rank budget 4 x 72 matrices = LoRA r=8's 8 x 36, reallocated by importance"),
@@ -190,8 +191,9 @@ def evaluate_final(row: Row, folder: Path, steps: int, recipe_name: str, test, c
     result = decode(host, recipe, test, clips)
     log = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     dev = [r for r in log if r["event"] == "dev"]
-    result.update({"sparsity": tuning.summary(host.model).get("sparsity"), "step": dev[-1]["step"],
-                   "dev": dev[-1]["rate"], "dev_voices": dev[-1].get("per_speaker", {}),
+    summary = tuning.summary(host.model)
+    result.update({"sparsity": summary.get("sparsity"), "rank_table": summary.get("rank_table"),
+                   "step": dev[-1]["step"], "dev": dev[-1]["rate"], "dev_voices": dev[-1].get("per_speaker", {}),
                    "trajectory": [(r["step"], r["rate"], r.get("sparsity")) for r in dev]})  # fmt: skip
     cached.write_text(json.dumps(result), encoding="utf-8")
     return result

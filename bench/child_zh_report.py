@@ -90,8 +90,9 @@ def render(results: list[tuple[Any, dict]], zero: dict, recipe, steps: int, note
         "",
         f"![ranks]({ranks_png})",
         "",
-        "Left: ranks each matrix of the recipe's S2-LoRA uses at its best dev checkpoint (non-zero λ entries).",
-        "Right: AdaLoRA's final allocation (non-zero singular values, lora_E) on the same matrices.",
+        "The ranks each matrix of the recipe's S2-LoRA uses (non-zero λ entries) at its best dev checkpoint and",
+        "after its last update, and AdaLoRA's final allocation (non-zero singular values, lora_E) on the same",
+        "matrices, when its row is in the run.",
         "",
         "## The recipe",
         "",
@@ -179,11 +180,13 @@ def write_ranks(results: list[tuple[Any, dict]], path: Path) -> None:
 
     from speechpeft.eval.report import rank_grid
 
-    panels = [
-        (row.label, r["rank_table"])
-        for row, r in results
-        if r.get("rank_table") and (row.is_recipe or row.key == "adalora")
-    ]
+    panels = []
+    for row, r in results:
+        if r.get("rank_table") and (row.is_recipe or row.key == "adalora"):
+            panels.append((f"{row.label}\nbest on dev (update {r.get('best_step', '?')})", r["rank_table"]))
+        final = r.get("final") or {}
+        if row.is_recipe and final.get("rank_table"):
+            panels.append((f"{row.label}\nafter the last update ({final['step']})", final["rank_table"]))
     if not panels:
         return
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 6), squeeze=False)
