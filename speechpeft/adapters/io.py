@@ -34,6 +34,7 @@ from ..fs import atomic_dir, link_or_copy
 from .base import AdapterLayer, adapter_kind, config_from_dict, config_to_dict, features
 from .inject import adapter_layers, count_parameters, inject
 from .lora import PEFT_PREFIX, config_from_peft
+from .whole_modules import load_modules, module_tensors, split_modules
 
 WEIGHTS = "adapter_model.safetensors"
 CONFIG = "adapter_config.json"
@@ -53,15 +54,6 @@ class AdapterFile:
     tensors: dict[str, torch.Tensor]
     record: dict[str, Any] | None  # None for a foreign PEFT directory
     modules: dict[str, torch.Tensor] = field(default_factory=dict)  # whole modules: "<module>.<param>" -> tensor
-
-
-def module_tensors(model: nn.Module, modules: Sequence[str]) -> dict[str, torch.Tensor]:
-    """The parameters of modules trained whole, by ``"<module>.<param>"``."""
-    out = {}
-    for name in modules:
-        for pname, p in model.get_submodule(name).named_parameters():
-            out[f"{name}.{pname}"] = p
-    return out
 
 
 def save_adapter(
@@ -162,34 +154,8 @@ def load_adapter(model: nn.Module, path: str | Path, check_base: bool = True) ->
         raise AdapterFileError(
             f"{where}: unexpected tensor {extra[0]!r} (not part of a {af.kind} adapter on these modules)"
         )
-    load_modules(model, af)
+    load_modules(model, af.modules, str(af.path / WEIGHTS))
     return list(layers)
-
-
-def load_modules(model: nn.Module, af: AdapterFile) -> None:
-    """Copy the modules ``af`` trained whole into ``model`` (whose host sized them to fit first).
-
-    Raises:
-        AdapterFileError: a module is missing from the model or shaped differently.
-    """
-    where = str(af.path / WEIGHTS)
-    have = {}
-    for key in af.modules:
-        name = key.rsplit(".", 1)[0]
-        try:
-            have.update(module_tensors(model, [name]))
-        except AttributeError:
-            raise AdapterFileError(f"{where}: the model has no module {name!r} for tensor {key!r}") from None
-    for key, t in af.modules.items():
-        target = have.get(key)
-        if target is None or tuple(target.shape) != tuple(t.shape):
-            shape = None if target is None else tuple(target.shape)
-            raise AdapterFileError(
-                f"{where}: {key} has shape {tuple(t.shape)}, the model's is {shape} (its host must size it first)"
-            )
-    with torch.no_grad():
-        for key, t in af.modules.items():
-            have[key].copy_(t.to(have[key].device, have[key].dtype))
 
 
 def read_adapter(path: str | Path) -> AdapterFile:
@@ -235,27 +201,9 @@ def read_adapter(path: str | Path) -> AdapterFile:
     config = config_from_dict(kind.config_cls, _field(record, "config", where), where)
     targets = {n: (int(s[0]), int(s[1])) for n, s in _field(record, "targets", where).items()}
     _check_finite(tensors, where)
-    modules = _split_modules(record, tensors, where)
+    modules = split_modules(record, tensors, where)
     check_layout(kind.layer_cls, config, targets, tensors, where)
     return AdapterFile(path, kind.name, config, targets, tensors, record, modules)
-
-
-def _split_modules(record: dict[str, Any], tensors: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
-    """Take the record's whole-module tensors out of ``tensors``, checked against their shapes."""
-    listed = record.get("modules") or {}
-    if not isinstance(listed, dict):
-        raise AdapterFileError(f"{where}: the speechpeft record's 'modules' must be an object")
-    out = {}
-    for key, shape in listed.items():
-        t = tensors.pop(PEFT_PREFIX + key, None)
-        if t is None:
-            raise AdapterFileError(f"{where}: missing tensor {PEFT_PREFIX + key!r} (module {key!r} in the record)")
-        if list(t.shape) != list(shape):
-            raise AdapterFileError(
-                f"{where}: tensor {PEFT_PREFIX + key!r} has shape {tuple(t.shape)}, recorded {shape}"
-            )
-        out[key] = t
-    return out
 
 
 def check_layout(layer_cls: type[AdapterLayer], config: Any, targets: dict[str, tuple[int, int]],

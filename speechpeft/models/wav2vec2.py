@@ -75,18 +75,13 @@ def make_tokenizer(vocab: dict[str, int]) -> Any:
         )
 
 
-@dataclass
-class Wav2Vec2Host:
-    """A ``Wav2Vec2ForCTC`` with its feature extractor and, once it has one, its CTC tokenizer."""
+class _Wav2Vec2Audio:
+    """What both wav2vec 2.0 hosts (CTC here, pretraining in wav2vec2_pretrain.py) tell alike:
+    device, sampling rate, and the window (the longest input taken in one piece)."""
 
     model: nn.Module
     feature_extractor: Any
-    tokenizer: Any = None  # None: a bare pretraining checkpoint, until prepare_training builds one
-    _window: float = 30.0
-    new_modules: list[str] = field(default_factory=list)  # made for this run: trained whole, stored
-    _base: tuple[Any, nn.Module] | None = field(default=None, repr=False)  # tokenizer and head before an adapter
-
-    # --- what every host tells ---------------------------------------------------------------
+    _window: float
 
     @property
     def device(self) -> torch.device:
@@ -97,10 +92,6 @@ class Wav2Vec2Host:
         return int(self.feature_extractor.sampling_rate)
 
     @property
-    def english_spelling(self) -> None:
-        return None
-
-    @property
     def window_seconds(self) -> float:
         return self._window
 
@@ -108,16 +99,34 @@ class Wav2Vec2Host:
     def max_window_seconds(self) -> float:
         return MAX_WINDOW_SECONDS
 
-    @property
-    def min_seconds(self) -> float:
-        """The shortest input the conv feature encoder turns into one frame."""
-        return self._min_samples() / self.sampling_rate
-
     def set_window(self, seconds: float) -> None:
         """Take utterances of at most ``seconds`` in one piece (longer ones are decoded in pieces)."""
         if not 0 < seconds <= MAX_WINDOW_SECONDS:
             raise SpeechPeftError(f"window_seconds must be in (0, {MAX_WINDOW_SECONDS:g}], got {seconds!r}")
         self._window = float(seconds)
+
+
+@dataclass
+class Wav2Vec2Host(_Wav2Vec2Audio):
+    """A ``Wav2Vec2ForCTC`` with its feature extractor and, once it has one, its CTC tokenizer."""
+
+    model: nn.Module
+    feature_extractor: Any
+    tokenizer: Any = None  # None: a bare pretraining checkpoint, until prepare_training builds one
+    _window: float = 30.0
+    new_modules: list[str] = field(default_factory=list)  # made for this run: trained whole, stored
+    _base: tuple[Any, nn.Module] | None = field(default=None, repr=False)  # tokenizer and head before an adapter
+
+    # --- what every host tells (device, rate, window: see _Wav2Vec2Audio) -----------------------
+
+    @property
+    def english_spelling(self) -> None:
+        return None
+
+    @property
+    def min_seconds(self) -> float:
+        """The shortest input the conv feature encoder turns into one frame."""
+        return self._min_samples() / self.sampling_rate
 
     def inject(self, config: Any) -> list[str]:
         """Inject an adapter; ``config.targets`` may name a preset (attn, attn_qv, all_linear)."""

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import SpeechPeftError
 from .host import default_device, register_pretrain_host
-from .wav2vec2 import MAX_WINDOW_SECONDS, min_samples
+from .wav2vec2 import _Wav2Vec2Audio, min_samples
 
 QUANTIZER_KEYS = ("quantizer.", "project_q.")
 INPUT_LAYER = ("wav2vec2.feature_extractor.",)  # the conv feature encoder
@@ -55,29 +55,13 @@ class PretrainStep:
 
 
 @dataclass
-class Wav2Vec2PretrainHost:
+class Wav2Vec2PretrainHost(_Wav2Vec2Audio):
     """A ``Wav2Vec2ForPreTraining`` with its feature extractor."""
 
     model: nn.Module
     feature_extractor: Any
     settings: PretrainSettings = PretrainSettings()
     _window: float = 30.0
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def sampling_rate(self) -> int:
-        return int(self.feature_extractor.sampling_rate)
-
-    @property
-    def window_seconds(self) -> float:
-        return self._window
-
-    @property
-    def max_window_seconds(self) -> float:
-        return MAX_WINDOW_SECONDS
 
     @property
     def min_seconds(self) -> float:
@@ -93,11 +77,6 @@ class Wav2Vec2PretrainHost:
     def train_input_layer(self) -> None:
         """Let the conv feature encoder train too (a model pretrained from scratch)."""
         self.model.wav2vec2.feature_extractor._requires_grad = True  # transformers' own switch for it
-
-    def set_window(self, seconds: float) -> None:
-        if not 0 < seconds <= MAX_WINDOW_SECONDS:
-            raise SpeechPeftError(f"window_seconds must be in (0, {MAX_WINDOW_SECONDS:g}], got {seconds!r}")
-        self._window = float(seconds)
 
     def set_temperature(self, step: int) -> float:
         """The Gumbel temperature for update ``step`` (0-based), set on the quantizer."""

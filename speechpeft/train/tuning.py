@@ -30,8 +30,8 @@ from ..adapters import (
     save_adapter,
 )
 from ..adapters.inject import adapter_param_groups
-from ..adapters.io import module_tensors
 from ..adapters.lora import PEFT_PREFIX
+from ..adapters.whole_modules import module_tensors
 from ..errors import SpeechPeftError
 from ..fs import atomic_dir
 
