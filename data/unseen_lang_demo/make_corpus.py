@@ -61,13 +61,19 @@ def _voices() -> list[Voice]:
             out.append(Voice(f"{lang[:2]}{vi + 1}", "source", lang, var, 40 + 12 * vi, 150 + 8 * li, -150 + 90 * vi,
                              10 * (vi % 2), 25 + vi, 60))  # fmt: skip
     target = [  # (id, split, variant, pitch, speed, cents, reverb, snr, count)
-        ("u1", "untranscribed", "m2", 45, 145, 0, 0, 28, 100), ("u2", "untranscribed", "f1", 60, 150, 100, 10, 26, 100),
-        ("u3", "untranscribed", "m4", 35, 160, -120, 0, 27, 100), ("u4", "untranscribed", "f3", 70, 140, 150, 20, 25, 100),
-        ("u5", "untranscribed", "m5", 50, 155, -60, 0, 29, 100), ("u6", "untranscribed", "f5", 65, 145, 80, 10, 24, 100),
-        ("a1", "train", "m6", 42, 150, -40, 0, 27, 100), ("a2", "train", "Annie", 62, 145, 60, 10, 26, 100),
+        ("u1", "untranscribed", "m2", 45, 145, 0, 0, 28, 100),
+        ("u2", "untranscribed", "f1", 60, 150, 100, 10, 26, 100),
+        ("u3", "untranscribed", "m4", 35, 160, -120, 0, 27, 100),
+        ("u4", "untranscribed", "f3", 70, 140, 150, 20, 25, 100),
+        ("u5", "untranscribed", "m5", 50, 155, -60, 0, 29, 100),
+        ("u6", "untranscribed", "f5", 65, 145, 80, 10, 24, 100),
+        ("a1", "train", "m6", 42, 150, -40, 0, 27, 100),
+        ("a2", "train", "Annie", 62, 145, 60, 10, 26, 100),
         ("a3", "train", "m7", 38, 155, -90, 0, 28, 100),
-        ("d1", "dev", "belinda", 58, 150, 40, 0, 27, 30), ("d2", "dev", "Mike", 44, 150, -30, 10, 26, 30),
-        ("t1", "test", "linda", 60, 145, 70, 0, 27, 50), ("t2", "test", "Andy", 40, 155, -70, 10, 26, 50),
+        ("d1", "dev", "belinda", 58, 150, 40, 0, 27, 30),
+        ("d2", "dev", "Mike", 44, 150, -30, 10, 26, 30),
+        ("t1", "test", "linda", 60, 145, 70, 0, 27, 50),
+        ("t2", "test", "Andy", 40, 155, -70, 10, 26, 50),
     ]  # fmt: skip
     out += [Voice(i, s, TARGET, v, p, sp, c, r, n, k) for i, s, v, p, sp, c, r, n, k in target]
     return out
