@@ -16,53 +16,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from speechpeft.errors import SpeechPeftError
 from speechpeft.fs import atomic_write
+from speechpeft.train.tuning import WHOLE_WEIGHTS as WEIGHTS
+from speechpeft.train.tuning import WholeModelTuning
 
-WEIGHTS = "trained.safetensors"
 
-
-class _TensorTuning:
-    """Shared plumbing: the trained state is every parameter that requires grad, by name."""
+class _TensorTuning(WholeModelTuning):
+    """Shared plumbing (speechpeft.train.tuning.WholeModelTuning): the trained state is every
+    parameter that requires grad, by name, stored as trained.safetensors; each subclass's attach
+    decides what requires grad."""
 
     label = ""
 
-    def trained(self, model: nn.Module) -> dict[str, nn.Parameter]:
-        return {n: p for n, p in model.named_parameters() if p.requires_grad}
-
-    def param_groups(self, model: nn.Module, lr: float) -> list[dict[str, Any]]:
-        return [{"params": list(self.trained(model).values()), "lr": lr}]
-
-    def loss(self, model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
-        return loss
-
-    def after_step(self, model: nn.Module, lr: float, step: int, total: int) -> None:
-        pass
-
-    def state(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        return {n: p.detach().to("cpu").clone() for n, p in self.trained(model).items()}
-
-    @torch.no_grad()
-    def load_state(self, model: nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
-        params = self.trained(model)
-        if set(tensors) < set(params):
-            raise SpeechPeftError(f"cannot resume: '{where}' holds other tensors than this run trains")
-        for name, p in params.items():
-            p.copy_(tensors[name])
-
-    def save(self, model: nn.Module, path: Path, extra: dict[str, Any]) -> None:
-        tensors = {k: v.contiguous() for k, v in self.state(model).items()}
-        path.mkdir(parents=True, exist_ok=True)
-        atomic_write(path / WEIGHTS, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-
-    def load(self, model: nn.Module, path: Path) -> None:
-        self.load_state(model, load_file(path / WEIGHTS), str(path / WEIGHTS))
-
-    def summary(self, model: nn.Module) -> dict[str, Any]:
-        return {"trainable": sum(p.numel() for p in self.trained(model).values())}
+    def __init__(self) -> None:
+        self.frozen = ()  # attach is the subclass's; the class label stays
 
 
 class FullFineTune(_TensorTuning):
