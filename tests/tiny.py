@@ -21,6 +21,17 @@ SPECIALS = [
 WINDOW_SECONDS = 3
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a child Python that must compute bit-identically to this process: the
+    tests folder importable and the same thread count (a matmul split over a different number of
+    threads sums in another order, so a run resumed across processes would drift in the last bit)."""
+    import os
+
+    tests = str(Path(__file__).resolve().parent)
+    threads = str(torch.get_num_threads())
+    return {**os.environ, "PYTHONPATH": tests, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, **extra}
+
+
 def make_tiny_whisper_dir(path: Path, seed: int = 0) -> Path:
     from transformers import (
         GenerationConfig,

@@ -1,7 +1,6 @@
 """`speechpeft finetune` end to end on a tiny random Whisper and 8 utterances, in-process."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -9,11 +8,9 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
-from tiny import make_tiny_corpus, write_tiny_recipe
+from tiny import child_env, make_tiny_corpus, write_tiny_recipe
 
 from speechpeft.cli import main
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -120,7 +117,7 @@ def test_sigkill_then_resume_ends_exactly_like_an_uninterrupted_run(tiny_recipe,
     # a wrong optimizer or scheduler restore changes the final state, which is what is compared
     recipe = tiny_recipe(max_steps=14, checkpoint_every=4, eval_every=3)
     overrides = ["adapter.dropout=0.3"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    env = child_env()
     killed = subprocess.run(
         [sys.executable, "-c", KILLER, str(recipe), mode, str(at), *overrides], env=env, capture_output=True, text=True
     )

@@ -3,19 +3,21 @@ folder of untranscribed audio: the self-supervised task is learnt, a SIGKILL los
 output loads as a CTC base, and a checkpoint without a quantizer is refused in one line."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
-from tiny import make_tiny_ctc_corpus, make_tiny_wav2vec2_dir, make_tiny_wav2vec2_pretraining_dir, write_tiny_cpt_recipe
+from tiny import (
+    child_env,
+    make_tiny_ctc_corpus,
+    make_tiny_wav2vec2_dir,
+    make_tiny_wav2vec2_pretraining_dir,
+    write_tiny_cpt_recipe,
+)
 
 from speechpeft.cli import main
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def rows(run_dir, event):
@@ -78,7 +80,7 @@ def test_sigkill_then_resume_ends_with_the_weights_of_an_uninterrupted_run(setup
     tmp, model, audio = setup
     recipe = write_tiny_cpt_recipe(tmp_path / "cpt.yaml", model, audio, tmp_path / "runs", max_steps=10,
                                    checkpoint_every=4, eval_every=5)  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    env = child_env()
     killed = subprocess.run([sys.executable, "-c", KILLER, str(recipe), "6"], env=env, capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     run = tmp_path / "runs" / "tiny-cpt"
