@@ -22,12 +22,14 @@ Every stage goes through speechpeft's own `pretrain` and `finetune`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import platform
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -40,6 +42,7 @@ from speechpeft.eval.asr import transcribe_utterances  # noqa: E402
 from speechpeft.eval.bootstrap import paired_test, rate_ci  # noqa: E402
 from speechpeft.eval.metrics import pooled, utterance_counts  # noqa: E402
 from speechpeft.eval.normalise import make_normaliser  # noqa: E402
+from speechpeft.fs import atomic_write_text  # noqa: E402
 from speechpeft.train import finetune, load_recipe, pretrain  # noqa: E402
 
 STAND_IN = dict(
@@ -49,11 +52,11 @@ STAND_IN = dict(
     do_stable_layer_norm=False, num_codevector_groups=2, num_codevectors_per_group=64, codevector_dim=128,
     proj_codevector_dim=128, vocab_size=32, layerdrop=0.0,
 )  # fmt: skip
-STAGES = {  # stage -> (recipe, overrides); the sizes fit ~90 min on 2 cores
-    "source": ("unseen_lang_cpt", ["pretrain.freeze_feature_encoder=false", "train.max_steps=2000", "train.lr=5e-4",
-                                   "train.warmup_steps=200", "train.batch_size=8", "name=cpt-source"]),
-    "cpt": ("unseen_lang_cpt", ["train.max_steps=600", "name=cpt-target"]),
+STAGES = {  # stage -> (recipe, overrides); the sizes fit ~90 min on 2 cores (measured: bench/cpt.md)
+    "source": ("unseen_lang_cpt", ["pretrain.freeze_feature_encoder=false", "train.max_steps=1200", "train.lr=5e-4",
+                                   "train.warmup_steps=120", "pretrain.max_temperature=2.0", "name=cpt-source"]),
     "ctc_a": ("unseen_lang_ctc", ["name=ctc-a"]),
+    "cpt": ("unseen_lang_cpt", ["name=cpt-target"]),
     "ctc_b": ("unseen_lang_ctc", ["name=ctc-b"]),
 }  # fmt: skip
 
@@ -90,11 +93,30 @@ def run_stage(key: str, out: Path, resume: bool, extra: list[str], scale_steps: 
     if done and resume:
         return run
     started = (run / "checkpoint.pt").is_file() and resume
-    if key.startswith("ctc"):
-        finetune(recipe, resume=started, overwrite=not started, progress=True, test=False)
-    else:
-        pretrain(recipe, resume=started, overwrite=not started, progress=True)
+    with clock(out, key):
+        if key.startswith("ctc"):
+            finetune(recipe, resume=started, overwrite=not started, progress=True, test=False)
+        else:
+            pretrain(recipe, resume=started, overwrite=not started, progress=True)
     return run
+
+
+def _clocks(out: Path) -> dict[str, float]:
+    path = out / "wall-seconds.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+@contextlib.contextmanager
+def clock(out: Path, key: str, add: bool = True) -> Iterator[None]:
+    """Record the wall-clock seconds of the block as ``key`` in out/wall-seconds.json: added to what
+    is there, so that a run resumed after an interruption still reports the time all of its work
+    took, or (``add=False``, work redone on every run) replacing it."""
+    tick = time.time()
+    yield
+    clocks = _clocks(out)
+    clocks[key] = clocks.get(key, 0.0) * add + time.time() - tick
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "wall-seconds.json", json.dumps(clocks))
 
 
 def decode_test(run: Path, recipe_name: str, overrides: list[str]) -> dict[str, Any]:
@@ -122,8 +144,16 @@ def decode_test(run: Path, recipe_name: str, overrides: list[str]) -> dict[str, 
         "dev": min(r["rate"] for r in dev),
         "best_step": min(dev, key=lambda r: (r["rate"], r["step"]))["step"],
         "trainable": next(r["trainable"] for r in log if r["event"] == "setup"),
+        "minutes": max((r["seconds"] for r in log if r["event"] == "train"), default=0.0) / 60,
         "examples": [(u.text, h) for u, h in list(zip(test, hyps, strict=True))[:3]],
     }
+
+
+def fine_tune(key: str, base: Path, data: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    extra = [f"model.name={base}", *data]
+    run = run_stage(key, args.out, args.resume, extra, args.steps_scale)
+    with clock(args.out, f"{key}_test", add=False):  # decoding is redone on every run of the script
+        return decode_test(run, STAGES[key][0], stage_overrides(key, args.out, extra, args.steps_scale))
 
 
 def pretrain_facts(run: Path) -> dict[str, Any]:
@@ -151,29 +181,27 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from make_corpus import build
 
-    manifests = build(args.corpus, args.scale)
+    with clock(args.out, "corpus"):
+        manifests = build(args.corpus, args.scale)
     data = [f"data.{k}={manifests[k]}" for k in ("train", "dev", "test")]
     init = stand_in(args.out / "stand-in-init")
     dev = f"data.dev={manifests['dev']}"
     source = run_stage("source", args.out, args.resume,
                        [f"model.name={init}", f"data.train={manifests['source']}", dev], args.steps_scale)  # fmt: skip
+    rows = {"ctc_a": fine_tune("ctc_a", source / "model", data, args)}  # (a) first: its figure is known early
     cpt = run_stage("cpt", args.out, args.resume,
                     [f"model.name={source / 'model'}", f"data.train={manifests['untranscribed']}", dev],
                     args.steps_scale)  # fmt: skip
-    rows = {}
-    for key, base in (("ctc_a", source / "model"), ("ctc_b", cpt / "model")):
-        extra = [f"model.name={base}", *data]
-        run = run_stage(key, args.out, args.resume, extra, args.steps_scale)
-        rows[key] = decode_test(run, STAGES[key][0], stage_overrides(key, args.out, extra, args.steps_scale))
+    rows["ctc_b"] = fine_tune("ctc_b", cpt / "model", data, args)
     facts = {"source": pretrain_facts(source), "cpt": pretrain_facts(cpt)}
     from cpt_report import render, write_curves
 
     curves = args.report.with_name(args.report.stem + "_curves.png")
     write_curves(facts, curves)
     machine = f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    args.report.write_text(render(rows, facts, manifests, machine, dt.date.today().isoformat(), curves.name,
-                                  paired_test(rows["ctc_b"]["edits"], rows["ctc_a"]["edits"], rows["ctc_a"]["units"])),
-                           encoding="utf-8")  # fmt: skip
+    paired = paired_test(rows["ctc_b"]["edits"], rows["ctc_a"]["edits"], rows["ctc_a"]["units"])
+    text = render(rows, facts, manifests, machine, dt.date.today().isoformat(), curves.name, paired, _clocks(args.out))
+    atomic_write_text(args.report, text)
     print(f"wrote {args.report} and {curves}")
 
 
