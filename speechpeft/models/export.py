@@ -1,5 +1,6 @@
 """`speechpeft export`: an adapter as a PEFT LoRA, a merged transformers model, or a CTranslate2
-model for faster-whisper.
+model for faster-whisper. Any ASR host's adapter exports as PEFT or merged; a CTC adapter's new
+head and vocabulary go with it (PEFT's ``modules_to_save``, and the tokenizer files).
 
 Whatever the encoder window an adapter was trained with, exports keep Whisper's standard 30 s
 window so that every Whisper runtime loads them; measure the merged model with
@@ -9,18 +10,23 @@ window so that every Whisper runtime loads them; measure the merged model with
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from safetensors.torch import save_file
 
-from ..adapters import LoRAConfig, adapter_kind, load_adapter, read_adapter, unload_adapter
+from ..adapters import LoRAConfig, adapter_kind, read_adapter, unload_adapter
 from ..adapters.io import CONFIG, WEIGHTS
-from ..adapters.lora import peft_config
+from ..adapters.lora import PEFT_PREFIX, peft_config
 from ..errors import SpeechPeftError
 from ..fs import atomic_dir
-from .whisper import load_whisper
+from .host import load_host, model_type_of
+
+# what a tokenizer / feature extractor leaves beside an adapter (a CTC adapter's new vocabulary)
+COMPANIONS = ("vocab.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+              "preprocessor_config.json")  # fmt: skip
 
 FORMATS = ("peft", "hf", "ct2")
 
@@ -55,6 +61,9 @@ def export(
     base = model or (af.record or {}).get("base_model")
     if fmt != "peft" and not base:
         raise SpeechPeftError(f"'{adapter}' records no base model; pass --model")
+    if fmt == "ct2" and model_type_of(base) != "whisper":
+        raise SpeechPeftError(f"--format ct2 is for Whisper (faster-whisper); '{base}' is a {model_type_of(base)} "
+                              "model: export --merge (hf) or peft")  # fmt: skip
     write: Callable[[Path], None] = {
         "peft": lambda tmp: _write_peft(af, tmp),
         "hf": lambda tmp: _write_merged(adapter, base, tmp),
@@ -72,18 +81,25 @@ def _write_peft(af, tmp: Path) -> None:
     tensors, rank, scale = lora
     if rank == 0:
         raise SpeechPeftError(f"'{af.path}': every rank is zero; there is nothing to export")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS), metadata={"format": "pt"})
+    whole = {PEFT_PREFIX + k: v for k, v in af.modules.items()}  # e.g. a new CTC head: PEFT's modules_to_save
+    save_file({k: v.contiguous() for k, v in {**tensors, **whole}.items()}, str(tmp / WEIGHTS),
+              metadata={"format": "pt"})  # fmt: skip
     dropout = getattr(af.config, "dropout", 0.0)
     config = peft_config(LoRAConfig(rank=rank, alpha=scale * rank, dropout=dropout), list(af.targets), base)
+    if af.modules:
+        config["modules_to_save"] = sorted({k.rsplit(".", 1)[0] for k in af.modules})
     (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    for name in COMPANIONS:  # the vocabulary the head was sized to
+        if (af.path / name).is_file():
+            shutil.copyfile(af.path / name, tmp / name)
 
 
 def _write_merged(adapter: str | Path, base: str, tmp: Path) -> None:
-    host = load_whisper(base, device="cpu")
-    load_adapter(host.model, adapter)
+    host = load_host(base, device="cpu")
+    host.attach_adapter(adapter)  # a CTC adapter brings its vocabulary and head
     unload_adapter(host.model, merge=True)
     host.model.save_pretrained(tmp)
-    host.processor.save_pretrained(tmp)
+    host.save_processor(tmp)
     note = {"base_model": base, "adapter": str(adapter), "merged": True, "window_seconds": host.window_seconds}
     (tmp / "speechpeft_export.json").write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
 

@@ -79,6 +79,9 @@ class ASRHost(Protocol):
     def save_companions(self, folder: Path) -> None:
         """Write what an adapter of this host needs beside its weights (a vocabulary) into ``folder``."""
 
+    def save_processor(self, folder: Path) -> None:
+        """Write what transformers needs beside a merged model to run it (processor, tokenizer)."""
+
     def attach_adapter(self, path: str | Path) -> list[str]:
         """Load an adapter folder into the model, with whatever the host keeps beside it."""
 

@@ -157,6 +157,10 @@ class Wav2Vec2Host(_Wav2Vec2Audio):
         self._require_tokenizer().save_pretrained(str(folder))
         self.feature_extractor.save_pretrained(str(folder))
 
+    def save_processor(self, folder: Path) -> None:
+        """Tokenizer and feature extractor beside a merged model: ``Wav2Vec2Processor.from_pretrained`` reads them."""
+        self.save_companions(folder)
+
     def check_text(self, text: str, language: str | None) -> None:
         """Raise SpeechPeftError if ``text`` holds a character the vocabulary lacks."""
         vocab = self._require_tokenizer().get_vocab()

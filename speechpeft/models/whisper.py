@@ -164,6 +164,10 @@ class WhisperHost:
     def save_companions(self, folder: Any) -> None:
         pass
 
+    def save_processor(self, folder: Any) -> None:
+        """The processor (feature extractor + tokenizer) beside a merged model."""
+        self._processor().save_pretrained(str(folder))
+
     def attach_adapter(self, path: Any) -> list[str]:
         """Load an adapter folder into the model (``adapters.load_adapter``)."""
         return load_adapter(self.model, path)

@@ -80,3 +80,47 @@ def test_ctc_refusals_name_the_line(trained, tmp_path, capsys):
     assert main(["finetune", "--recipe", str(recipe), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "short.jsonl:4: 0.004 s is shorter than the 0.0053125 s" in err[0], err
+
+
+def test_export_carries_the_new_head_and_vocabulary(trained, tmp_path, capsys):
+    """Merged, the export is a plain Wav2Vec2ForCTC + processor; as PEFT, the head travels as
+    modules_to_save. Both give the logits of the base with the adapter attached."""
+    import torch
+    from peft import PeftModel
+    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
+
+    from speechpeft.models import load_host
+
+    _, model, corpus, run = trained
+    audio = [sf.read(corpus["test"].parent / f"c{i}.flac", dtype="float32")[0] for i in range(2)]
+    host = load_host(str(model), device="cpu")
+    host.attach_adapter(run / "adapter")
+    host.model.eval()
+    vocab = host.tokenizer.get_vocab()
+    inputs = host.feature_extractor(audio, sampling_rate=16_000, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = host.model(inputs.input_values).logits
+
+    merged = tmp_path / "merged"
+    assert main(["export", "--adapter", str(run / "adapter"), "-o", str(merged), "--merge"]) == 0
+    processor = Wav2Vec2Processor.from_pretrained(merged)
+    assert processor.tokenizer.get_vocab() == vocab
+    plain = Wav2Vec2ForCTC.from_pretrained(merged).eval()
+    with torch.no_grad():
+        got = plain(processor(audio, sampling_rate=16_000, padding=True, return_tensors="pt").input_values).logits
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+    peft_dir = tmp_path / "peft"
+    assert main(["export", "--adapter", str(run / "adapter"), "-o", str(peft_dir)]) == 0
+    assert json.loads((peft_dir / "adapter_config.json").read_text(encoding="utf-8"))["modules_to_save"] == ["lm_head"]
+    assert (peft_dir / "vocab.json").is_file()
+    base = Wav2Vec2ForCTC.from_pretrained(model, vocab_size=len(vocab), ignore_mismatched_sizes=True)
+    with torch.no_grad():
+        got = PeftModel.from_pretrained(base, peft_dir).eval()(inputs.input_values).logits
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+    capsys.readouterr()
+    assert main(["export", "--adapter", str(run / "adapter"), "-o", str(tmp_path / "ct2"), "--format", "ct2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--format ct2 is for Whisper" in err[0] and "wav2vec2 model" in err[0], err
+    assert not (tmp_path / "ct2").exists()
