@@ -6,7 +6,6 @@ Works on transformers' ``WhisperForConditionalGeneration`` with adapters attache
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from torch import nn
 from ..adapters import adapter_layers, inject, load_adapter, register_presets, unload_adapter
 from ..errors import SpeechPeftError
 from .host import Segment, default_device, register_host
+from .whisper_generate import cache_suppression, quiet_generate_notices
 
 _BLOCK = r"(model\.)?(encoder|decoder)\.layers\.\d+\."
 _ATTN = r"(model\.)?(encoder\.layers\.\d+\.self_attn|decoder\.layers\.\d+\.(self_attn|encoder_attn))"
@@ -33,57 +33,12 @@ PRESETS = {
 register_presets("whisper", PRESETS)
 
 
-class _DropGenerateNotices(logging.Filter):
-    """Notices from transformers' generate that users cannot act on: that max_new_tokens
-    overrides the config's max_length (what `transcribe(max_new_tokens=...)` asks for), and a
-    deprecation that transformers' own Whisper long-form code triggers."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        return "seem to have been set" not in text and "together with generation-related" not in text
-
-
-logging.getLogger("transformers.generation.utils").addFilter(_DropGenerateNotices())
+quiet_generate_notices()
 
 SAMPLING_RATE = 16_000
 PROMPT_TOKENS = 4  # <|startoftranscript|><|lang|><|task|><|notimestamps|>
 FRAMES_PER_SECOND = 100  # mel frames: 10 ms hop
 POSITIONS_PER_SECOND = 50  # one encoder position per 2 mel frames
-
-
-class _CachedSuppress:
-    """transformers' SuppressTokensLogitsProcessor, with its mask built once instead of by a
-    `torch.isin` over the whole vocabulary at every decoding step (about 5 % of CPU decoding
-    time for whisper-base). Same place in the processor list, same scores out."""
-
-    def __init__(self, suppress_tokens: torch.Tensor):
-        self.suppress_tokens = suppress_tokens
-        self._mask: torch.Tensor | None = None
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if self._mask is None or self._mask.shape[-1] != scores.shape[-1] or self._mask.device != scores.device:
-            vocab = torch.arange(scores.shape[-1], device=scores.device)
-            self._mask = torch.isin(vocab, self.suppress_tokens.to(scores.device))
-        return scores.masked_fill(self._mask, -float("inf"))
-
-
-def _cache_suppression(model: nn.Module) -> None:
-    """Make ``model``'s Whisper generate use `_CachedSuppress`; a no-op where transformers differs."""
-    from transformers.generation.logits_process import SuppressTokensLogitsProcessor
-
-    original = getattr(model, "_retrieve_logit_processors", None)
-    if original is None:
-        return
-
-    def retrieve(*args: Any, **kwargs: Any) -> Any:
-        processors = original(*args, **kwargs)
-        if not processors:
-            return processors
-        return [
-            _CachedSuppress(p.suppress_tokens) if type(p) is SuppressTokensLogitsProcessor else p for p in processors
-        ]
-
-    model._retrieve_logit_processors = retrieve
 
 
 @dataclass
@@ -453,7 +408,7 @@ def load_whisper(
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise SpeechPeftError(f"cannot load Whisper model {name_or_path!r}: {first}") from None
     model.to(device).eval()
-    _cache_suppression(model)
+    cache_suppression(model)
     return WhisperHost(model, processor)
 
 

@@ -82,11 +82,12 @@ def test_short_window_slices_positions_pads_features_and_restores(tiny_whisper_d
 
 def test_cached_token_suppression_decodes_exactly_like_transformers(tiny_whisper_dir):
     from speechpeft.models import whisper as hostmod
+    from speechpeft.models import whisper_generate
 
     rng = np.random.default_rng(3)
     arrays = [rng.standard_normal(16_000 * n).astype(np.float32) * 0.1 for n in (1, 2, 4)]  # the 4 s one is long-form
     results, calls = [], []
-    original_call = hostmod._CachedSuppress.__call__
+    original_call = whisper_generate.CachedSuppress.__call__
 
     def spy(self, input_ids, scores):
         calls.append(1)
@@ -98,7 +99,7 @@ def test_cached_token_suppression_decodes_exactly_like_transformers(tiny_whisper
         if not cached:
             del host.model._retrieve_logit_processors  # the class's own method again
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(hostmod._CachedSuppress, "__call__", spy)
+            mp.setattr(whisper_generate.CachedSuppress, "__call__", spy)
             results.append(host.transcribe_segments(arrays, language="en"))
         assert bool(calls) == cached
         calls.clear()
