@@ -52,7 +52,7 @@ STAND_IN = dict(
     do_stable_layer_norm=False, num_codevector_groups=2, num_codevectors_per_group=64, codevector_dim=128,
     proj_codevector_dim=128, vocab_size=32, layerdrop=0.0,
 )  # fmt: skip
-STAGES = {  # stage -> (recipe, overrides); the sizes fit ~90 min on 2 cores (measured: bench/cpt.md)
+STAGES = {  # stage -> (recipe, overrides); sized for the 90 min budget on 2 cores (bench/cpt.md: 60 min)
     "source": ("unseen_lang_cpt", ["pretrain.freeze_feature_encoder=false", "train.max_steps=1200", "train.lr=5e-4",
                                    "train.warmup_steps=120", "pretrain.max_temperature=2.0", "name=cpt-source"]),
     "ctc_a": ("unseen_lang_ctc", ["name=ctc-a"]),
@@ -114,7 +114,7 @@ def clock(out: Path, key: str, add: bool = True) -> Iterator[None]:
     tick = time.time()
     yield
     clocks = _clocks(out)
-    clocks[key] = clocks.get(key, 0.0) * add + time.time() - tick
+    clocks[key] = (clocks.get(key, 0.0) if add else 0.0) + time.time() - tick
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "wall-seconds.json", json.dumps(clocks))
 
