@@ -83,6 +83,10 @@ def rows(steps: int) -> list[Row]:
         Row("s2lora-l1-0.9", "S2-LoRA r=32, attn, L1 0.9", [*S2LORA, "adapter.l1=0.9"],
             why="the design study's finalist (bench/s2lora_study.md: B = 0 and λ = 1 at the start, λ at 10x the "
                 "learning rate) with L1 0.9 from a quarter of the updates, at full strength from half"),
+        Row("s2lora-keep0.5", "S2-LoRA r=32, attn, L1 0.9, kept only at >= 50 % λ zero",
+            [*S2LORA, "adapter.l1=0.9", "adapter.keep_min_zero=0.5"],
+            why="the same run, with the best-on-dev state chosen only among states with at least half of λ exactly "
+                "zero (adapter.keep_min_zero=0.5): the adapter a user keeps is the sparse one the method promises"),
         Row("adalora", "AdaLoRA r 12->4, attn (PEFT)", ["train.lr=2e-3"],
             tuning=lambda n: AdaLoRATuning(ATTN, n, init_r=12, target_r=4),
             why="rank budget 4 x 72 matrices = LoRA r=8's 8 x 36, reallocated by importance"),
@@ -153,7 +157,7 @@ def evaluate_row(row: Row, folder: Path, steps: int, recipe_name: str, test, cli
     summary = tuning.summary(host.model)
     log = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     dev = [r for r in log if r["event"] == "dev"]
-    best = min(dev, key=lambda r: (r["rate"], r["step"]))
+    best = min((r for r in dev if not r.get("ineligible")), key=lambda r: (r["rate"], r["step"]))  # what was kept
     times = [r["seconds"] for r in log if r["event"] == "train"]
     result.update(
         {

@@ -5,10 +5,12 @@ Importing this package registers every built-in kind (one module per kind).
 
 from .base import AdapterLayer, adapter_kind, register_adapter, registered_kinds
 from .inject import (
+    adapter_condition,
     adapter_layers,
     adapter_parameters,
     after_optimizer_step,
     assert_adapter_mode,
+    before_optimizer_step,
     count_parameters,
     freeze_base,
     inject,
@@ -21,6 +23,7 @@ from .inject import (
 )
 from .io import AdapterFile, load_adapter, read_adapter, save_adapter, summarize_adapter
 from .lora import LoRAConfig, LoRALinear
+from .master import MasterConfig, MasterLinear
 from .s2lora import S2LoRAConfig, S2LoRALinear, s2lora_sparsity
 from .usat import USATAdapter, USATConfig
 
@@ -29,15 +32,19 @@ __all__ = [
     "AdapterLayer",
     "LoRAConfig",
     "LoRALinear",
+    "MasterConfig",
+    "MasterLinear",
     "S2LoRAConfig",
     "S2LoRALinear",
     "USATAdapter",
     "USATConfig",
+    "adapter_condition",
     "adapter_kind",
     "adapter_layers",
     "adapter_parameters",
     "after_optimizer_step",
     "assert_adapter_mode",
+    "before_optimizer_step",
     "count_parameters",
     "freeze_base",
     "inject",

@@ -4,13 +4,17 @@ An adapter kind is a config dataclass plus a layer class, joined by one line::
 
     register_adapter("s2lora", S2LoRAConfig, S2LoRALinear)
 
-A layer wraps a frozen ``nn.Linear`` (kept as ``base_layer``, PEFT's name) and adds ``delta(x)``:
-``y = base_layer(x) + delta(x)``. Everything kind-specific (its parameters, how it is stored,
-what happens after an optimizer step) lives on the layer class.
+A layer wraps a frozen ``nn.Linear`` (kept as ``base_layer``, PEFT's name). Most kinds add
+``delta(x)``: ``y = base_layer(x) + delta(x)``; a kind that changes the weight itself (Master-ASR's
+masks) overrides ``adapted(x)`` instead. Everything kind-specific lives on the layer class: its
+parameters, what it shares between layers (built from the ``shared`` dict that ``inject`` hands
+every layer of one model), how it is stored, what it needs per call (``condition``: e.g. the
+language a pool assembles), and what happens around an optimizer step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -124,6 +128,9 @@ class AdapterLayer(nn.Module):
     mergeable: ClassVar[bool] = True
     # Whether saved tensors keep the shapes of a fresh layer (S2-LoRA prunes ranks, so it does not).
     fixed_shapes: ClassVar[bool] = True
+    # The largest share of all parameters that may train (the frozen-base check); a kind whose
+    # pool is larger than the weights it adapts (Master-ASR's scores) raises it.
+    max_trainable_fraction: ClassVar[float] = 0.5
 
     def __init__(self, base_layer: nn.Linear, config: Any):
         super().__init__()
@@ -145,9 +152,13 @@ class AdapterLayer(nn.Module):
         return self.base_layer.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.base_layer(x)
         if self.merged:
-            return y
+            return self.base_layer(x)
+        return self.adapted(x)
+
+    def adapted(self, x: torch.Tensor) -> torch.Tensor:
+        """The adapted output; by default the base's plus ``delta(x)``."""
+        y = self.base_layer(x)
         return y + self.delta(x).to(y.dtype)
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,6 +190,11 @@ class AdapterLayer(nn.Module):
             w = self.base_layer.weight
             w -= self.delta_weight().to(w.dtype)
             self.merged = False
+
+    def unmerged_weight(self) -> torch.Tensor:
+        """The base weight as it was before any merge (what fingerprints compare)."""
+        w = self.base_layer.weight.detach()
+        return w - self.delta_weight().detach().to(w.dtype).view_as(w) if self.merged else w
 
     def lr_scales(self) -> dict[str, float]:
         """Learning-rate multipliers by parameter name (e.g. ``{"lam": 10.0}``); others get 1."""
@@ -219,6 +235,30 @@ class AdapterLayer(nn.Module):
     def shared_bases(cls, tensors: Sequence[Mapping[str, torch.Tensor]], configs: Sequence[Any]) -> Any:
         """Factors that several saved adapters of this kind share exactly (a bank then keeps them
         once and runs one shrink for the batch), or None."""
+        return None
+
+    @classmethod
+    def after_inject(cls, layers: Mapping[str, AdapterLayer], config: Any) -> None:
+        """Called once by ``inject`` after every target is wrapped (a kind that extends a saved
+        pool loads it here). Raises SpeechPeftError (one line) when that cannot be done."""
+
+    @classmethod
+    def condition(
+        cls, layers: Mapping[str, AdapterLayer], language: str | None = None
+    ) -> contextlib.AbstractContextManager:
+        """A context for the forward passes of one call, given what the call is about (its
+        language). Kinds that do not depend on it return a null context."""
+        return contextlib.nullcontext()
+
+    @classmethod
+    def before_step(cls, layers: Mapping[str, AdapterLayer], step: int) -> None:
+        """Called before optimizer update ``step`` (1-based), gradients in place: a kind that
+        updates some tensors only on some updates drops their gradients (``grad = None``) here."""
+
+    @classmethod
+    def not_selectable(cls, layers: Mapping[str, AdapterLayer]) -> str | None:
+        """Why the current trained state may not be kept as the best on dev (a kind whose config
+        asks for a property the state has not reached yet), or None when it may."""
         return None
 
     @classmethod

@@ -6,6 +6,7 @@ substrings of parameter names.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -98,8 +99,29 @@ def inject(model: nn.Module, config: Any) -> list[str]:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
         setattr(parent, child, kind.layer_cls(getattr(parent, child), config, shared, name))
+    try:
+        kind.layer_cls.after_inject(adapter_layers(model), config)
+    except BaseException:
+        unload_adapter(model, merge=False)  # leave the model as it was
+        raise
     freeze_base(model)
     return names
+
+
+def adapter_condition(model: nn.Module, language: str | None = None):
+    """The context the model's adapter needs for one call (Master-ASR: the language to assemble);
+    a null context for kinds that need none, and for a model without adapters."""
+    layers = adapter_layers(model)
+    if not layers:
+        return contextlib.nullcontext()
+    return type(next(iter(layers.values()))).condition(layers, language=language)
+
+
+def before_optimizer_step(model: nn.Module, step: int) -> None:
+    """The adapter kind's pre-update hook (see ``AdapterLayer.before_step``); ``step`` is 1-based."""
+    layers = adapter_layers(model)
+    if layers:
+        type(next(iter(layers.values()))).before_step(layers, step)
 
 
 def adapter_layers(model: nn.Module) -> dict[str, AdapterLayer]:
@@ -135,13 +157,16 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     return counts
 
 
-def assert_adapter_mode(model: nn.Module, max_fraction: float = 0.5) -> dict[str, int]:
+def assert_adapter_mode(model: nn.Module, max_fraction: float | None = None) -> dict[str, int]:
     """Refuse adapter-mode training when the base is not frozen. Returns the counts.
 
     Raises:
         AdapterModeError: no adapter is injected, or more than ``max_fraction`` of all
-            parameters are trainable.
+            parameters are trainable (default: the kind's ``max_trainable_fraction``).
     """
+    layers = adapter_layers(model)
+    if max_fraction is None:
+        max_fraction = type(next(iter(layers.values()))).max_trainable_fraction if layers else 0.5
     counts = count_parameters(model)
     if counts["adapter"] == 0:
         raise AdapterModeError("adapter mode, but the model holds no adapter; inject or load one first")

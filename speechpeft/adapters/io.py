@@ -303,8 +303,7 @@ def model_id(model: nn.Module) -> str | None:
 
 def _base_weight(module: nn.Module) -> torch.Tensor:
     if isinstance(module, AdapterLayer):
-        w = module.base_layer.weight.detach()
-        return w - module.delta_weight().detach().to(w.dtype).view_as(w) if module.merged else w
+        return module.unmerged_weight()
     return module.weight.detach()
 
 

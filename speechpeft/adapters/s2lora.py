@@ -52,6 +52,9 @@ class S2LoRAConfig:
     init: str = "lam0"
     l1_start: float = 0.0  # fraction of training before the proximal step begins (λ grows freely first)
     l1_ramp: float = 0.0  # fraction of training over which the threshold then rises linearly to full
+    # The best-on-dev state is chosen only among states with at least this fraction of λ entries
+    # exactly zero (0: any state); a run that never gets there keeps its last state and says so.
+    keep_min_zero: float = 0.0
 
     def __post_init__(self):
         if not isinstance(self.rank, int) or self.rank < 1:
@@ -72,10 +75,12 @@ class S2LoRAConfig:
             raise ValueError(f"S2LoRAConfig.init must be one of {', '.join(INITS)}, got {self.init!r}")
         if not isinstance(self.lam_lr, (int, float)) or not self.lam_lr > 0:
             raise ValueError(f"S2LoRAConfig.lam_lr must be a positive multiplier, got {self.lam_lr!r}")
-        for key in ("l1_start", "l1_ramp"):
+        for key in ("l1_start", "l1_ramp", "keep_min_zero"):
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"S2LoRAConfig.{key} must be a fraction of training in [0, 1], got {value!r}")
+                raise ValueError(f"S2LoRAConfig.{key} must be a fraction in [0, 1], got {value!r}")
+        if self.keep_min_zero > 0 and self.l1 == 0:
+            raise ValueError("S2LoRAConfig.keep_min_zero needs l1 > 0: without the L1 no λ ever becomes zero")
         if self.l1_start + self.l1_ramp > 1.0:
             raise ValueError(f"S2LoRAConfig.l1_start + l1_ramp must be <= 1, got {self.l1_start!r} + {self.l1_ramp!r}")
         object.__setattr__(self, "targets", normalise_targets(self.targets, "S2LoRAConfig"))
@@ -216,6 +221,16 @@ class S2LoRALinear(AdapterLayer):
                 return None
         bases = {k[len(BASIS_PREFIX) :].rsplit(".", 1)[0] for k in keys}
         return {b: (first[f"{BASIS_PREFIX}{b}.A"].float(), first[f"{BASIS_PREFIX}{b}.B"].float(), scale) for b in bases}
+
+    @classmethod
+    def not_selectable(cls, layers: Mapping[str, AdapterLayer]) -> str | None:
+        want = max(layer.config.keep_min_zero for layer in layers.values())
+        if want == 0:
+            return None
+        zero = sparsity_of(cls.state_for_save(layers, prune=False))["zero_fraction"]
+        if zero >= want:
+            return None
+        return f"{100 * zero:.1f} % of λ zero, below adapter.keep_min_zero={want:g}"
 
     @classmethod
     def live_summary(cls, layers: Mapping[str, AdapterLayer]) -> dict[str, Any]:

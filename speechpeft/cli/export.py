@@ -14,6 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["peft", "hf", "ct2"], help="default: hf with --merge, else peft")
     p.add_argument("--model", help="base model (default: the one the adapter records)")
     p.add_argument("--quantization", help="ct2 only: e.g. int8, int8_float32, float16")
+    p.add_argument("--language", help="Master-ASR adapters: the language whose assembled model is merged")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=run)
 
@@ -27,6 +28,8 @@ def run(args: argparse.Namespace) -> int:
         raise SpeechPeftError("--merge makes a full model; it cannot be --format peft")
     if args.quantization and fmt != "ct2":
         raise SpeechPeftError("--quantization applies to --format ct2 only")
-    out = export(args.adapter, args.output, fmt, args.model, args.overwrite, args.quantization)
+    if args.language and fmt == "peft":
+        raise SpeechPeftError("--language picks what --merge merges; a PEFT export has no language")
+    out = export(args.adapter, args.output, fmt, args.model, args.overwrite, args.quantization, args.language)
     print(f"wrote {fmt} export of {args.adapter} to {out}")
     return 0

@@ -24,6 +24,9 @@ def transcribe_utterances(
 ) -> list[str]:
     """Hypotheses for ``utts`` in their order, decoded longest-first in batches.
 
+    ``language`` is forced on every utterance when given; when None, each utterance's own
+    ``language`` (from its manifest) is used, or detected where it has none.
+
     Each batch may emit at most ``16 + max_tokens_per_second x longest duration`` tokens (for
     hosts that generate tokens), which bounds repetition loops without touching normal output.
     """
@@ -36,7 +39,8 @@ def transcribe_utterances(
         for batch in sorted_batches(utts, batch_size):
             arrays = [load_audio(utts[i].audio, rate, utts[i].where, max_seconds=window) for i in batch]
             cap = host.max_new_tokens(max(len(a) for a in arrays) / rate, max_tokens_per_second)
-            texts = host.transcribe(arrays, language=language, beam=beam, batch_size=len(batch), max_new_tokens=cap)
+            lang = language or utts[batch[0]].language  # sorted_batches keeps one language per batch
+            texts = host.transcribe(arrays, language=lang, beam=beam, batch_size=len(batch), max_new_tokens=cap)
             for i, text in zip(batch, texts, strict=True):
                 hyps[i] = text
             # summed in another order than the total: never past it by a rounding error

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from ..adapters import LoRAConfig, adapter_kind, read_adapter, unload_adapter
+from ..adapters import LoRAConfig, adapter_condition, adapter_kind, read_adapter, unload_adapter
 from ..adapters.io import CONFIG, WEIGHTS
 from ..adapters.lora import PEFT_PREFIX, peft_config
 from ..errors import SpeechPeftError
@@ -38,13 +38,15 @@ def export(
     model: str | None = None,
     overwrite: bool = False,
     quantization: str | None = None,
+    language: str | None = None,
 ) -> Path:
     """Write ``adapter`` to directory ``out`` in format ``fmt``; the directory appears whole or not at all.
 
     ``peft``: a PEFT LoRA directory (S2-LoRA is converted exactly to LoRA). ``hf``: the base
     model with the adapter merged, as a transformers directory. ``ct2``: that merged model
     converted by CTranslate2's own converter (``quantization`` e.g. ``int8``), for faster-whisper.
-    ``model`` overrides the base recorded in the adapter.
+    ``model`` overrides the base recorded in the adapter. ``language`` picks what an adapter that
+    assembles a model per language (Master-ASR) merges; other kinds do not depend on it.
 
     Raises:
         SpeechPeftError: unknown format, existing output without ``overwrite``, no recorded
@@ -66,8 +68,8 @@ def export(
                               "model: export --merge (hf) or peft")  # fmt: skip
     write: Callable[[Path], None] = {
         "peft": lambda tmp: _write_peft(af, tmp),
-        "hf": lambda tmp: _write_merged(adapter, base, tmp),
-        "ct2": lambda tmp: _write_ct2(adapter, base, tmp, quantization),
+        "hf": lambda tmp: _write_merged(adapter, base, tmp, language),
+        "ct2": lambda tmp: _write_ct2(adapter, base, tmp, quantization, language),
     }[fmt]
     atomic_dir(out, write)
     return out
@@ -94,22 +96,25 @@ def _write_peft(af, tmp: Path) -> None:
             shutil.copyfile(af.path / name, tmp / name)
 
 
-def _write_merged(adapter: str | Path, base: str, tmp: Path) -> None:
+def _write_merged(adapter: str | Path, base: str, tmp: Path, language: str | None = None) -> None:
     host = load_host(base, device="cpu")
     host.attach_adapter(adapter)  # a CTC adapter brings its vocabulary and head
-    unload_adapter(host.model, merge=True)
+    with adapter_condition(host.model, language=language):  # Master-ASR: the language to assemble
+        unload_adapter(host.model, merge=True)
     host.model.save_pretrained(tmp)
     host.save_processor(tmp)
     note = {"base_model": base, "adapter": str(adapter), "merged": True, "window_seconds": host.window_seconds}
+    if language:
+        note["language"] = language
     (tmp / "speechpeft_export.json").write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
 
 
-def _write_ct2(adapter: str | Path, base: str, tmp: Path, quantization: str | None) -> None:
+def _write_ct2(adapter: str | Path, base: str, tmp: Path, quantization: str | None, language: str | None) -> None:
     try:
         from ctranslate2.converters import TransformersConverter
     except ImportError:
         raise SpeechPeftError("--format ct2 needs ctranslate2: pip install ctranslate2") from None
     with tempfile.TemporaryDirectory(dir=tmp.parent) as merged:
-        _write_merged(adapter, base, Path(merged))
+        _write_merged(adapter, base, Path(merged), language)
         copy = [f for f in ("tokenizer.json", "preprocessor_config.json") if (Path(merged) / f).exists()]
         TransformersConverter(merged, copy_files=copy).convert(str(tmp), quantization=quantization, force=True)

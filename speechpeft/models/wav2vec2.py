@@ -24,7 +24,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..adapters import adapter_layers, inject, load_adapter, read_adapter, register_presets, unload_adapter
+from ..adapters import (
+    adapter_condition,
+    adapter_layers,
+    inject,
+    load_adapter,
+    read_adapter,
+    register_presets,
+    unload_adapter,
+)
 from ..errors import SpeechPeftError
 from .host import Segment, default_device, register_host
 
@@ -255,13 +263,14 @@ class Wav2Vec2Host(_Wav2Vec2Audio):
         self.model.eval()
         out: list[str] = []
         try:
-            for start in range(0, len(arrays), batch_size):
-                part = arrays[start : start + batch_size]
-                inputs = self.inputs(part)
-                logits = self.model(**inputs).logits  # (B, frames, vocab)
-                lengths = self._frames([len(a) for a in part])
-                best = logits.argmax(-1).cpu()
-                out += [tok.decode(best[i, : lengths[i]].tolist()).strip() for i in range(len(part))]
+            with adapter_condition(self.model, language=language):
+                for start in range(0, len(arrays), batch_size):
+                    part = arrays[start : start + batch_size]
+                    inputs = self.inputs(part)
+                    logits = self.model(**inputs).logits  # (B, frames, vocab)
+                    lengths = self._frames([len(a) for a in part])
+                    best = logits.argmax(-1).cpu()
+                    out += [tok.decode(best[i, : lengths[i]].tolist()).strip() for i in range(len(part))]
         finally:
             self.model.train(was_training)
         return out
@@ -287,7 +296,7 @@ class Wav2Vec2Host(_Wav2Vec2Audio):
             chunk = arrays[i][s : s + piece]
             if len(chunk) < self._min_samples():
                 continue  # a tail shorter than one frame holds no speech to read
-            (text,) = self.transcribe([chunk])
+            (text,) = self.transcribe([chunk], language=language)
             if text:
                 out[i].append(Segment(s / rate, (s + len(chunk)) / rate, text))
             if progress is not None:

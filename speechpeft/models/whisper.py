@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..adapters import adapter_layers, inject, load_adapter, register_presets, unload_adapter
+from ..adapters import adapter_condition, adapter_layers, inject, load_adapter, register_presets, unload_adapter
 from ..errors import SpeechPeftError
 from .host import Segment, default_device, register_host
 from .whisper_generate import cache_suppression, quiet_generate_notices
@@ -238,7 +238,7 @@ class WhisperHost:
         try:
             for start in range(0, len(arrays), batch_size):
                 feats = self.features(arrays[start : start + batch_size], sampling_rate)
-                with self._adapters_for(adapter_ids, start, batch_size):
+                with self._adapters_for(adapter_ids, start, batch_size), self._condition(kwargs):
                     ids = self.model.generate(input_features=feats, **kwargs)
                 texts += [t.strip() for t in self._processor().batch_decode(ids, skip_special_tokens=True)]
         finally:
@@ -283,7 +283,7 @@ class WhisperHost:
         was_training = self.model.training
         self.model.eval()
         try:
-            with self._adapters_for(adapter_ids, 0, len(arrays)):
+            with self._adapters_for(adapter_ids, 0, len(arrays)), self._condition(kwargs):
                 result = self.model.generate(
                     input_features=out.input_features.to(self.device, self.dtype),
                     attention_mask=out.attention_mask.to(self.device),
@@ -304,6 +304,10 @@ class WhisperHost:
                     mine.append(Segment(float(seg["start"]), float(seg["end"]), text))
             segments.append(mine)
         return segments
+
+    def _condition(self, kwargs: dict[str, Any]) -> Any:
+        """What the adapter needs for this call (Master-ASR: the language, as a Whisper code)."""
+        return adapter_condition(self.model, language=kwargs.get("language"))
 
     def _adapters_for(self, ids: Sequence[int] | None, start: int, size: int) -> Any:
         if ids is None:

@@ -134,7 +134,7 @@ def _prepare(recipe: Recipe, resume: bool, overwrite: bool, progress: bool, tuni
         )
     for u in splits["train"]:  # a transcript the model cannot learn fails now, not at update 200
         try:
-            host.check_text(u.text, recipe.eval.language)
+            host.check_text(u.text, recipe.eval.language or u.language)
         except SpeechPeftError as e:
             raise SpeechPeftError(f"{u.where}: {e}") from None
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -243,6 +243,7 @@ def _update(run: Run, optimizer, params) -> tuple[float, dict[str, float]]:
         total += loss.item()
         for key, value in more.items():  # the micro-batches' mean
             figures[key] = figures.get(key, 0.0) + value / cfg.grad_accum
+    run.tuning.before_step(model, run.counters["step"] + 1)  # e.g. Master-ASR's T, every 5th update only
     if cfg.max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
     optimizer.step()
@@ -270,8 +271,12 @@ def _dev_eval(run: Run) -> None:
     result = run.objective.evaluate(run, run.dev, f"dev @ {step}")
     score = result[run.objective.score]
     sparsity = run.tuning.summary(run.host.model).get("sparsity") if step else None
-    run.log.append({"event": "dev", "step": step, **result, "sparsity": sparsity})
-    if score < run.counters["best"]:
+    refused = run.tuning.not_selectable(run.host.model)  # e.g. not yet as sparse as the recipe asks
+    if refused and step == run.recipe.train.max_steps and math.isinf(run.counters["best"]):
+        run.counters["fallback"] = f"no dev evaluation met the recipe ({refused}); the last state is kept"
+        refused = None
+    run.log.append({"event": "dev", "step": step, **result, "sparsity": sparsity, "ineligible": refused})
+    if refused is None and score < run.counters["best"]:
         run.counters["best"], run.counters["best_step"] = score, step
         if run.objective.select_best:
             run.tuning.save(run.host.model, run.dir / "adapter", {"window_seconds": run.host.window_seconds})
@@ -284,7 +289,17 @@ def _finish(
     summary = run.tuning.summary(run.host.model)  # of the best-on-dev state, restored
     norm = ev.normaliser + (" (+ opencc t2s)" if ev.normaliser == "zh_chars" and has_opencc() else "")
     synthetic = "SYNTHETIC speech. " if r.data.synthetic else ""
-    best_dev = next(row for row in run.log.rows() if row["event"] == "dev" and row["step"] == run.counters["best_step"])
+    devs = [row for row in run.log.rows() if row["event"] == "dev"]
+    best_dev = next(row for row in devs if row["step"] == run.counters["best_step"])
+    facts = dict(summary.get("facts", {}))
+    refused = [row for row in devs if row.get("ineligible")]
+    if run.counters.get("fallback"):
+        facts["best-on-dev selection"] = run.counters["fallback"]
+    elif refused:
+        facts["best-on-dev selection"] = (
+            f"{len(refused)} of {len(devs)} dev evaluations were not eligible (at update {refused[-1]['step']}: "
+            f"{refused[-1]['ineligible']}); the best of the others is kept"
+        )
     info = {
         "name": r.name,
         "model": r.model.name,
@@ -311,7 +326,7 @@ def _finish(
         "decoding": f"beam {ev.beam}, language {ev.language}, at most 16 + {ev.max_tokens_per_second:g} tokens/s",
         "normaliser": norm,
         "sparsity": summary.get("sparsity"),
-        "facts": summary.get("facts", {}),
+        "facts": facts,
         "rank_table": summary.get("rank_table"),
         "extra_metrics": [{"label": "WER", "zero": zero["wer"], "adapted": adapted["wer"]}]
         if zero and adapted and "wer" in zero

@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..adapters import adapter_condition
 from ..data import Utterance, load_audio, sorted_batches
+from ..errors import SpeechPeftError
 from ..eval.asr import score_utterances, transcribe_utterances
 from ..eval.metrics import pooled, utterance_counts
 from ..eval.normalise import make_normaliser
@@ -51,11 +53,24 @@ class Supervised:
         self.score = metric
 
     def loss(self, run: Any, utts: Sequence[Utterance], step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        batch = run.host.batch(_arrays(run, utts), [u.text for u in utts], run.recipe.eval.language)
-        return run.host.loss(batch), {}
+        language = batch_language(utts, run.recipe.eval.language)
+        batch = run.host.batch(_arrays(run, utts), [u.text for u in utts], language)
+        with adapter_condition(run.host.model, language=language):  # Master-ASR assembles per language
+            return run.host.loss(batch), {}
 
     def evaluate(self, run: Any, utts: Sequence[Utterance], desc: str) -> dict[str, Any]:
         return decode_and_score(run, utts, desc)
+
+
+def batch_language(utts: Sequence[Utterance], forced: str | None) -> str | None:
+    """The language of a training batch: the recipe's ``eval.language`` when set, else the
+    utterances' own (batches never mix languages; see ``data.bucketed_batches``)."""
+    if forced:
+        return forced
+    languages = {u.language for u in utts}
+    if len(languages) > 1:
+        raise SpeechPeftError(f"{utts[0].where}: a batch mixes languages {sorted(map(str, languages))}")
+    return languages.pop()
 
 
 def decode_and_score(run: Any, utts: Sequence[Utterance], desc: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from ..adapters import (
     adapter_layers,
     after_optimizer_step,
     assert_adapter_mode,
+    before_optimizer_step,
     count_parameters,
     inject,
     load_adapter,
@@ -48,6 +49,9 @@ class Tuning(Protocol):
     def loss(self, model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
         """The loss to minimise, given the host's (regularisers are added here)."""
 
+    def before_step(self, model: nn.Module, step: int) -> None:
+        """Called before optimizer update ``step`` (1-based), after the gradients are in place."""
+
     def after_step(self, model: nn.Module, lr: float, step: int, total: int) -> None:
         """Called after every optimizer update, gradients still in place; ``step`` is 1-based."""
 
@@ -62,6 +66,9 @@ class Tuning(Protocol):
 
     def load(self, model: nn.Module, path: Path) -> None:
         """Read back what ``save`` wrote."""
+
+    def not_selectable(self, model: nn.Module) -> str | None:
+        """Why the current state may not be kept as the best on dev yet, or None when it may."""
 
     def summary(self, model: nn.Module) -> dict[str, Any]:
         """``trainable`` parameters, plus facts for the report (``facts``: label -> text) and
@@ -102,6 +109,9 @@ class AdapterTuning:
     def loss(self, model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
         return loss
 
+    def before_step(self, model: nn.Module, step: int) -> None:
+        before_optimizer_step(model, step)
+
     def after_step(self, model: nn.Module, lr: float, step: int, total: int) -> None:
         after_optimizer_step(model, lr, progress=step / total)
 
@@ -128,6 +138,9 @@ class AdapterTuning:
 
     def load(self, model: nn.Module, path: Path) -> None:
         load_adapter(model, path)
+
+    def not_selectable(self, model: nn.Module) -> str | None:
+        return self._layer_cls(model).not_selectable(adapter_layers(model))
 
     def summary(self, model: nn.Module) -> dict[str, Any]:
         layers = adapter_layers(model)
@@ -162,6 +175,9 @@ class WholeModelTuning:
     def loss(self, model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
         return loss
 
+    def before_step(self, model: nn.Module, step: int) -> None:
+        pass
+
     def after_step(self, model: nn.Module, lr: float, step: int, total: int) -> None:
         pass
 
@@ -183,6 +199,9 @@ class WholeModelTuning:
 
     def load(self, model: nn.Module, path: Path) -> None:
         self.load_state(model, load_file(str(path / WHOLE_WEIGHTS)), str(path / WHOLE_WEIGHTS))
+
+    def not_selectable(self, model: nn.Module) -> str | None:
+        return None
 
     def summary(self, model: nn.Module) -> dict[str, Any]:
         return {"trainable": sum(p.numel() for p in self.trained(model).values())}

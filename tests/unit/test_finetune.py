@@ -52,6 +52,36 @@ def test_finetune_cli_trains_loss_falls_and_writes_every_artefact(tiny_recipe, c
     assert f"{zero['cer']:.4f}" in report and f"{test['cer']:.4f}" in report
 
 
+def _sparse_recipe(tmp_path, tiny_whisper_dir, keep_min_zero, l1):
+    corpus = make_tiny_corpus(tmp_path / "corpus")
+    adapter = {"kind": "s2lora", "rank": 8, "init": "b0", "lam_lr": 10, "l1": l1, "keep_min_zero": keep_min_zero}
+    return write_tiny_recipe(tmp_path / "tiny.yaml", tiny_whisper_dir, corpus, tmp_path / "runs", adapter,
+                             max_steps=12, lr=3e-2)  # fmt: skip
+
+
+def test_best_on_dev_is_chosen_only_among_states_as_sparse_as_the_recipe_asks(tmp_path, tiny_whisper_dir):
+    recipe = _sparse_recipe(tmp_path, tiny_whisper_dir, keep_min_zero=0.5, l1=0.9)
+    assert main(["finetune", "--recipe", str(recipe), "--no-progress"]) == 0
+    run = tmp_path / "runs" / "tiny"
+    devs = rows(run, "dev")
+    for r in devs:  # λ = 1 at the start (init b0), so update 0 is never eligible
+        assert (r["ineligible"] is None) == (r["sparsity"] is not None and r["sparsity"] >= 0.5), r
+    eligible = [r for r in devs if r["ineligible"] is None]
+    assert eligible and len(eligible) < len(devs)
+    best = min(eligible, key=lambda r: r["cer"])
+    assert rows(run, "test")[0]["step"] == best["step"]
+    assert "dev evaluations were not eligible" in (run / "report.md").read_text(encoding="utf-8")
+
+
+def test_a_run_that_never_gets_sparse_enough_keeps_its_last_state_and_says_so(tmp_path, tiny_whisper_dir):
+    recipe = _sparse_recipe(tmp_path, tiny_whisper_dir, keep_min_zero=1.0, l1=1e-6)
+    assert main(["finetune", "--recipe", str(recipe), "--no-progress"]) == 0
+    run = tmp_path / "runs" / "tiny"
+    assert all(r["ineligible"] for r in rows(run, "dev")[:-1])
+    assert rows(run, "test")[0]["step"] == 12
+    assert "no dev evaluation met the recipe" in (run / "report.md").read_text(encoding="utf-8")
+
+
 def test_existing_run_needs_resume_or_overwrite(tiny_recipe, capsys):
     recipe = tiny_recipe(max_steps=2)
     assert main(["finetune", "--recipe", str(recipe), "--no-progress"]) == 0

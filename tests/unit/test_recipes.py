@@ -61,6 +61,8 @@ def test_overrides_coerce_types():
         (["adapter.share=layer"], "adapter.share must be one of shape, stack, leaf, module"),
         (["adapter.lam_lr=0"], "adapter.lam_lr must be a positive multiplier"),
         (["adapter.l1_start=0.8", "adapter.l1_ramp=0.5"], "adapter.l1_start + l1_ramp must be <= 1"),
+        (["adapter.keep_min_zero=1.5"], "adapter.keep_min_zero must be a fraction in [0, 1], got 1.5"),
+        (["adapter.l1=0", "adapter.keep_min_zero=0.5"], "adapter.keep_min_zero needs l1 > 0"),
         (["lr"], "must look like section.key=value"),
     ],
 )
