@@ -321,11 +321,15 @@ class MasterLinear(AdapterLayer):
     def summarize(cls, tensors: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         new = {k: t for k, t in tensors.items() if k.startswith(NEW_PREFIX)}
         if new:
-            return {"stage": 2, "layers": len(new), "new_row_floats": sum(t.numel() for t in new.values())}
+            floats = sum(t.numel() for t in new.values())
+            k = next(iter(new.values())).shape[-1]
+            text = f"stage 2    one new language row per layer: {len(new)} layers x K={k} = {floats} floats"
+            return {"stage": 2, "layers": len(new), "new_row_floats": floats, "lines": [text]}
         tables = {k: t for k, t in tensors.items() if k.startswith(TABLE_PREFIX)}
         scores = sum(t.numel() for k, t in tensors.items() if k.endswith(".scores"))
-        return {"stage": 1, "layers": len(tables), "table_floats": sum(t.numel() for t in tables.values()),
-                "score_floats": scores}  # fmt: skip
+        rows = sum(t.numel() for t in tables.values())
+        text = f"stage 1    a pool of {scores:,} specialist scores and {len(tables)} language tables ({rows} floats)"
+        return {"stage": 1, "layers": len(tables), "table_floats": rows, "score_floats": scores, "lines": [text]}
 
     @classmethod
     def live_summary(cls, layers) -> dict[str, Any]:

@@ -86,6 +86,7 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append(f"bases      stored rank per shared basis: {ranks}")
     if "ranks" in d:
         lines.append(f"ranks      {', '.join(map(str, d['ranks']))}")
+    lines += d.get("lines", [])  # a kind's own facts, already worded
     if d.get("rank_table"):
         lines += ["ranks in use per matrix (non-zero λ), by layer:", *rank_lines(d["rank_table"])]
     return "\n".join(lines)

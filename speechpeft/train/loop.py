@@ -323,7 +323,8 @@ def _finish(
         "train_seconds": run.counters["train_seconds"],
         "total_seconds": total_seconds,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {run.host.device.type}",
-        "decoding": f"beam {ev.beam}, language {ev.language}, at most 16 + {ev.max_tokens_per_second:g} tokens/s",
+        "decoding": f"beam {ev.beam}, language {ev.language or 'per utterance'}, "
+        f"at most 16 + {ev.max_tokens_per_second:g} tokens/s",
         "normaliser": norm,
         "sparsity": summary.get("sparsity"),
         "facts": facts,

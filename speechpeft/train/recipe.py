@@ -12,7 +12,7 @@ import difflib
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
@@ -146,7 +146,9 @@ class TrainSection:
 
 @dataclass
 class EvalSection:
-    language: str = "zh"  # Whisper language token for training labels and decoding
+    # Whisper language token for training labels and decoding; null: each utterance's own
+    # (its manifest's "language"; Whisper detects it where there is none)
+    language: Optional[str] = "zh"  # noqa: UP045  (OmegaConf reads typing.Optional, not `str | None`)
     normaliser: str = "zh_chars"  # zh_chars, whisper_en, basic or none
     metric: str = "cer"  # cer or wer
     beam: int = 1  # 1 = greedy

@@ -25,15 +25,34 @@ from speechpeft.train.tuning import AdapterTuning
 LANGS = ("de", "en", "fr")
 
 
-@pytest.fixture(params=["whisper", "wav2vec2"])
-def host(request, tiny_batch):
+@pytest.fixture(scope="module", params=["whisper", "wav2vec2"])
+def host(request):
+    """(build(seed) -> a tiny model, a batch it trains on), per host."""
     if request.param == "whisper":
         from conftest import build_tiny_whisper
 
-        return build_tiny_whisper, tiny_batch
+        g = torch.Generator().manual_seed(123)
+        features = torch.randn(3, 80, 100, generator=g)
+        batch = {"input_features": features, "labels": torch.randint(4, 96, (3, 7), generator=g)}
+        return build_tiny_whisper, batch
     from tiny import build_tiny_wav2vec2, wav2vec2_batch
 
     return build_tiny_wav2vec2, wav2vec2_batch()
+
+
+@pytest.fixture(scope="module")
+def pool(host, tmp_path_factory):
+    """A stage-1 adapter trained once per host (3 updates on de, 3 on fr): its folder."""
+    build, batch = host
+    folder = tmp_path_factory.mktemp("master")
+    stage1(build, batch, folder)
+    return folder
+
+
+def trained(build, pool_dir):
+    model = build(seed=0)
+    load_adapter(model, pool_dir / "stage1")
+    return model
 
 
 def out(model, batch, language):
@@ -103,9 +122,9 @@ def test_stage1_trains_scores_and_tables_and_tables_only_every_t_every_updates(h
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if n.endswith("table.T"))
 
 
-def test_stage2_changes_only_the_new_rows_and_the_ctc_head(host, tmp_path):
+def test_stage2_changes_only_the_new_rows_and_the_ctc_head(host, pool):
     build, batch = host
-    stage1(build, batch, tmp_path)
+    tmp_path = pool
     model = build(seed=0)
     head = ("lm_head",) if hasattr(model, "lm_head") and not hasattr(model, "proj_out") else ()
     tuning = AdapterTuning(MasterConfig(new_language="sw", stage1=str(tmp_path / "stage1"), specialists=3), head)
@@ -120,9 +139,9 @@ def test_stage2_changes_only_the_new_rows_and_the_ctc_head(host, tmp_path):
     assert all(torch.equal(b, buffers[n]) for n, b in model.named_buffers()), "the stage-1 pool moved"
 
 
-def test_save_load_fresh_model_same_outputs_per_language_both_stages(host, tmp_path):
+def test_save_load_fresh_model_same_outputs_per_language_both_stages(host, pool, tmp_path):
     build, batch = host
-    model = stage1(build, batch, tmp_path)
+    model = stage1(build, batch, tmp_path)  # trained here: the outputs of the model that saved the file
     expected = {lang: out(model, batch, lang) for lang in LANGS}
     assert not torch.equal(expected["de"], expected["fr"])
     fresh = build(seed=0)
@@ -143,9 +162,9 @@ def test_save_load_fresh_model_same_outputs_per_language_both_stages(host, tmp_p
         assert torch.equal(want[lang], expected[lang])
 
 
-def test_two_languages_in_one_process_and_switching_back_is_exact(host, tmp_path):
+def test_two_languages_in_one_process_and_switching_back_is_exact(host, pool):
     build, batch = host
-    model = stage1(build, batch, tmp_path)
+    model = trained(build, pool)
     first = out(model, batch, "de")
     other = out(model, batch, "fr")
     assert not torch.equal(first, other)
@@ -155,9 +174,9 @@ def test_two_languages_in_one_process_and_switching_back_is_exact(host, tmp_path
         assert torch.equal(model(**batch).logits, other)
 
 
-def test_masks_are_assembled_once_per_language_at_inference(host, tmp_path, monkeypatch):
+def test_masks_are_assembled_once_per_language_at_inference(host, pool, monkeypatch):
     build, batch = host
-    model = stage1(build, batch, tmp_path)
+    model = trained(build, pool)
     calls = []
     original = MasterLinear.mask
     monkeypatch.setattr(MasterLinear, "mask", lambda self, i: calls.append(i) or original(self, i))
@@ -169,11 +188,11 @@ def test_masks_are_assembled_once_per_language_at_inference(host, tmp_path, monk
     assert len(calls) == 2 * layers
 
 
-def test_merged_for_one_language_equals_the_assembled_model(host, tmp_path):
+def test_merged_for_one_language_equals_the_assembled_model(host, pool):
     from speechpeft import unload_adapter
 
     build, batch = host
-    model = stage1(build, batch, tmp_path)
+    model = trained(build, pool)
     expected = out(model, batch, "fr")
     with adapter_condition(model, language="fr"):
         plain = unload_adapter(model, merge=True)
@@ -234,3 +253,44 @@ def test_bad_stage2_and_languages_are_one_line_errors(tmp_path, tiny_batch):
         with pytest.raises(ValueError) as e:
             MasterConfig(languages=LANGS, sparsity=bad)
         _one_line(e, "sparsity must be in [0, 1)")
+
+
+def test_recipe_values_are_checked_in_one_line_naming_the_key():
+    from speechpeft.train import load_recipe
+    from speechpeft.train.recipe import RecipeError
+
+    for args, message in (
+        (["adapter.sparsity=1"], "adapter.sparsity must be in [0, 1)"),
+        (["adapter.languages=[en,en]"], "adapter.languages lists a language twice"),
+        (["adapter.new_language=pl"], "adapter.new_language needs stage1"),
+        (["adapter.t_every=0"], "adapter.t_every must be a positive integer"),
+    ):
+        with pytest.raises(RecipeError) as e:
+            load_recipe("master_asr_stage1", args)
+        _one_line(e, message)
+    stage2 = load_recipe("master_asr_stage2").adapter.config()
+    assert stage2.stage == 2 and stage2.new_language == "pl"
+
+
+def test_export_merge_language_writes_the_assembled_model_as_plain_weights(tmp_path, tiny_whisper_dir, tiny_batch):
+    from transformers import WhisperForConditionalGeneration
+
+    from speechpeft.models import load_whisper
+    from speechpeft.models.export import export
+
+    host = load_whisper(str(tiny_whisper_dir), device="cpu")
+    host.inject(MasterConfig(languages=("en", "zh"), specialists=2, t_every=1))
+    batch = {"input_features": torch.randn(2, 80, host.model.config.max_source_positions * 2),
+             "labels": tiny_batch["labels"][:2]}  # fmt: skip
+    train(host.model, batch, "zh")
+    want = out(host.model, batch, "zh")
+    save_adapter(host.model, tmp_path / "adapter")
+    with pytest.raises(SpeechPeftError) as e:
+        export(tmp_path / "adapter", tmp_path / "none", "hf")
+    _one_line(e, "pass a language (--language")
+    assert not (tmp_path / "none").exists()
+    export(tmp_path / "adapter", tmp_path / "zh", "hf", language="zh")
+    plain = WhisperForConditionalGeneration.from_pretrained(tmp_path / "zh").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(plain(**batch).logits, want, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(plain(**batch).logits, out(host.model, batch, "en"), atol=1e-4)
