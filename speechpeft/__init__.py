@@ -6,7 +6,9 @@ act on every adapter layer of a model; ``merge`` and ``unmerge`` are short alias
 
 from .adapters import (
     LoRAConfig,
+    MasterConfig,
     S2LoRAConfig,
+    adapter_condition,
     adapter_layers,
     after_optimizer_step,
     assert_adapter_mode,
@@ -31,10 +33,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LoRAConfig",
+    "MasterConfig",
     "S2LoRAConfig",
     "SpeechPeftError",
     "Wav2Vec2Host",
     "WhisperHost",
+    "adapter_condition",
     "adapter_layers",
     "after_optimizer_step",
     "assert_adapter_mode",

@@ -51,7 +51,7 @@ def test_inspect_lora(tiny_whisper, tmp_path, capsys):
 def test_unknown_kind_is_one_line(capsys):
     assert main(["adapters", "new", "--kind", "dora", "-o", "x"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "speechpeft: error: unknown adapter kind 'dora'; known kinds: lora, s2lora, usat"
+    assert err == "speechpeft: error: unknown adapter kind 'dora'; known kinds: lora, master, s2lora, usat"
 
 
 def test_ci_runs_exactly_the_readme_test_command():

@@ -56,7 +56,7 @@ def test_overrides_coerce_types():
         (["pretrain.mode=lora"], "pretrain.mode must be full or adapter"),
         (["pretrain.mask_time_prob=1.5"], "pretrain.mask_time_prob must be in (0, 1)"),
         (["pretrain.min_temperature=3"], "pretrain.min_temperature must be in (0, max_temperature]"),
-        (["adapter.kind=dora"], "adapter.kind must be one of lora, s2lora"),
+        (["adapter.kind=dora"], "adapter.kind must be one of lora, master, s2lora, usat"),
         (["adapter.rnak=3"], "unknown recipe key 'adapter.rnak' for s2lora adapters; nearest valid keys: adapter.rank"),
         (["adapter.share=layer"], "adapter.share must be one of shape, stack, leaf, module"),
         (["adapter.lam_lr=0"], "adapter.lam_lr must be a positive multiplier"),
