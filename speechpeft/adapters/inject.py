@@ -98,7 +98,10 @@ def inject(model: nn.Module, config: Any) -> list[str]:
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
-        setattr(parent, child, kind.layer_cls(getattr(parent, child), config, shared, name))
+        base = getattr(parent, child)
+        layer = kind.layer_cls(base, config, shared, name)
+        layer.train(base.training)  # a new module starts in training mode; keep the model's (dropout, caches)
+        setattr(parent, child, layer)
     try:
         kind.layer_cls.after_inject(adapter_layers(model), config)
     except BaseException:
