@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -228,11 +228,6 @@ class MasterLinear(AdapterLayer):
 
     def unmerged_weight(self) -> torch.Tensor:
         return self._original if self.merged else self.base_layer.weight.detach()
-
-    def adapter_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
-        for name, p in self.named_parameters():
-            if not name.startswith("base_layer."):
-                yield name, p
 
     def lr_scales(self) -> dict[str, float]:
         return {"table.T": self.config.t_lr, "table.T_new": self.config.t_lr}
