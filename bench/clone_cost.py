@@ -1,21 +1,30 @@
 """The cost axis of few-shot speaker cloning: speaker similarity and intelligibility against
-seconds of reference audio and bytes per speaker, for three variants:
+seconds of reference audio, bytes per speaker and CPU training time, per target voice.
 
-- embedding:  only a new speaker vector (the base's speaker table, from its mean);
-- usat:       the vector plus USAT's flow and phoneme adapters (speechpeft's default);
-- full:       the vector plus the flow, duration predictor and text-encoder attention fine-tuned whole.
+Variants (those the base supports):
+- unadapted:     the base voice as it is (the floor);
+- embedding:     only a new speaker vector (multi-speaker bases: a row of the speaker table);
+- usat:          the vector plus USAT's flow and phoneme adapters (speechpeft's default);
+- usat-decoder:  usat plus decoder adapters trained by mel reconstruction (opt-in);
+- full:          the flow, duration predictor and text-encoder attention fine-tuned whole.
 
-    python bench/clone_cost.py --base PATH_OR_ID --references DIR --manifest refs.jsonl \\
-        --held-out held.jsonl --seconds 10 30 60 300 --language en
+    python data/voices_demo/make_references.py        # festival voices + the LibriVox reader
+    python bench/clone_cost.py --base runs/joe-completed \\
+        --voice kal=data/voices_demo/kal --voice slt=data/voices_demo/slt ... --seconds 10 30 60 300
 
-The references (a manifest of audio_filepath + text, one speaker) are taken in order until each
-budget of seconds is filled. The held-out manifest (same speaker, other sentences) gives the
-texts to synthesize and the real recordings the similarity is measured against. Writes a
-markdown table and a plot (default bench/clone_cost.md / .png).
+A voice folder holds ``refs.jsonl`` (references, taken in order until each budget of seconds is
+filled) and ``held.jsonl`` (other sentences of the same speaker: the texts to synthesize and the
+real audio to score against). ``--manifest`` and ``--held-out`` give one voice directly.
 
-No pretrained multi-speaker VITS can be downloaded on this project's machines, so no real
-figures are committed yet; tests/unit/test_clone_cost.py runs this script on a tiny random
-model to keep it working.
+Two reference rows per voice frame the figures:
+- real vs real: the verifier's cosine of the voice's own reference recordings to its held-out
+  audio, the ceiling;
+- resynthesis: the base's decoder given the posterior encoder's z of the held-out audio itself.
+  Adapters in the flow and text encoder can at best produce that z, so for a single-speaker
+  base this is what they can reach; only decoder-side changes go beyond it.
+
+Results are kept per (voice, variant, budget) in ``--cache`` (JSONL), so a rerun resumes; the
+markdown table and the plot are rendered from every cached row of the run's configuration.
 """
 
 from __future__ import annotations
@@ -25,78 +34,155 @@ import datetime as dt
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from speechpeft.data import load_audio  # noqa: E402
+from speechpeft.data.manifest import read_manifest  # noqa: E402
+from speechpeft.eval.bootstrap import rate_ci  # noqa: E402
 from speechpeft.eval.tts import intelligibility, speaker_bytes, speaker_similarity  # noqa: E402
 from speechpeft.models import load_whisper  # noqa: E402
 from speechpeft.models.speaker_encoder import load_speaker_encoder  # noqa: E402
-from speechpeft.models.vits import load_vits  # noqa: E402
+from speechpeft.models.vits_build import load_vits  # noqa: E402
 from speechpeft.train.clone import VARIANTS, CloneOptions, Reference, clone, load_speaker  # noqa: E402
 
-
-def read_manifest(path: Path) -> list[tuple[Path, str]]:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [((path.parent / r["audio_filepath"]).resolve(), r["text"]) for r in rows]
+ALL = ("unadapted", *VARIANTS)
 
 
-def budget(rows: list[tuple[Path, str]], seconds: float, rate: int) -> list[Reference]:
+def budget(rows, seconds: float) -> list[Reference]:
     out, total = [], 0.0
-    for audio, text in rows:
+    for u in rows:
         if total >= seconds:
             break
-        out.append(Reference(audio, text, str(audio)))
-        total += len(load_audio(audio, rate)) / rate
+        out.append(Reference(u.audio, u.text, u.where))
+        total += u.duration if u.duration else len(load_audio(u.audio, 16_000)) / 16_000
     return out
 
 
+def similarity_row(encoder, waves, rate, held_audio) -> dict:
+    sim = speaker_similarity(encoder, waves, rate, held_audio, encoder.sampling_rate)
+    ci = rate_ci(sim["per_utterance"], [1.0] * len(sim["per_utterance"]))
+    return {"similarity": sim["cosine"], "similarity_ci": ci, "verifier": sim["verifier"]}
+
+
+def frame_rows(voice, encoder, base, refs, held, held_audio) -> list[dict]:
+    """real-vs-real (the ceiling) and resynthesis through the base decoder (the prior side's reach)."""
+    real = [load_audio(u.audio, encoder.sampling_rate) for u in refs[:10]]
+    host = load_vits(base)
+    waves = []
+    for u in held:
+        spec, frames = host.spectrogram([load_audio(u.audio, host.sampling_rate)])
+        mean, _ = host.posterior(spec, frames)
+        waves.append(host.model.decoder(mean, None)[0, 0].detach().numpy())
+    return [
+        {"voice": voice, "variant": "real vs real", **similarity_row(encoder, real, encoder.sampling_rate, held_audio)},
+        {"voice": voice, "variant": "resynthesis", **similarity_row(encoder, waves, host.sampling_rate, held_audio)},
+    ]
+
+
+def one(voice, variant, seconds, args, refs, held, held_audio, encoder, whisper, tmp) -> dict:
+    host = load_vits(args.base)
+    report = {"reference_seconds": 0.0, "trainable_parameters": 0, "wall_seconds": 0.0, "held_out_loss": None}
+    speaker, size = None, 0
+    if variant != "unadapted":
+        out = Path(tmp) / f"{voice}-{variant}-{seconds:g}"
+        opts = CloneOptions(name=out.name, output=out, steps=args.steps, variant=variant, progress=args.progress)
+        report = clone(host, budget(refs, seconds), opts)
+        host = load_vits(args.base)  # synthesize from what was saved, as a user would
+        speaker, size = load_speaker(host, out), speaker_bytes(out)
+    texts = [u.text for u in held]
+    waves = [host.synthesize(t, speaker) for t in texts]
+    asr = intelligibility(whisper, waves, host.sampling_rate, texts, args.language)
+    return {
+        "voice": voice, "variant": variant, "budget_seconds": seconds if variant != "unadapted" else 0,
+        "reference_seconds": report["reference_seconds"],
+        **similarity_row(encoder, waves, host.sampling_rate, held_audio),
+        "wer": asr["rate"], "trainable_parameters": report["trainable_parameters"],
+        "fraction_of_base": report["trainable_parameters"] / sum(p.numel() for p in host.model.parameters()),
+        "bytes": size, "train_seconds": report["wall_seconds"], "held_out_loss": report["held_out_loss"],
+    }  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> list[dict]:
-    train_rows, held_rows = read_manifest(args.manifest), read_manifest(args.held_out)
     encoder = load_speaker_encoder(args.verifier)
     whisper = load_whisper(args.whisper, device="cpu")
-    held_audio = [load_audio(a, encoder.sampling_rate) for a, _ in held_rows]
+    multi = load_vits(args.base).config.num_speakers > 1
+    variants = [v for v in args.variants if v != "embedding" or multi]
+    cache = {}
+    if args.cache.is_file():
+        for line in args.cache.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            cache[(row["voice"], row["variant"], row.get("budget_seconds", 0), row.get("steps"))] = row
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for seconds in args.seconds:
-            for variant in args.variants:
-                host = load_vits(args.base)
-                refs = budget(train_rows, seconds, host.sampling_rate)
-                out = Path(tmp) / f"{variant}-{seconds:g}"
-                opts = CloneOptions(name=out.name, output=out, steps=args.steps, variant=variant, progress=False)
-                report = clone(host, refs, opts)
-                host = load_vits(args.base)  # synthesize from what was saved, as a user would
-                speaker = load_speaker(host, out)
-                waves = [host.synthesize_ids(host.tokenize([t])[0], speaker) for _, t in held_rows]
-                sim = speaker_similarity(encoder, waves, host.sampling_rate, held_audio, encoder.sampling_rate)
-                asr = intelligibility(whisper, waves, host.sampling_rate, [t for _, t in held_rows], args.language)
-                rows.append({
-                    "variant": variant, "budget_seconds": seconds, "reference_seconds": report["reference_seconds"],
-                    "similarity": sim["cosine"], "verifier": sim["verifier"], "wer": asr["rate"],
-                    "trainable_parameters": report["trainable_parameters"], "bytes": speaker_bytes(out),
-                    "held_out_loss": report["held_out_loss"],
-                })  # fmt: skip
-                print(json.dumps(rows[-1]), flush=True)
+        for voice, folder_or_pair in args.voices:
+            refs_path, held_path = folder_or_pair
+            refs, held = (
+                read_manifest(refs_path, require_duration=False),
+                read_manifest(held_path, require_duration=False),
+            )
+            held_audio = [load_audio(u.audio, encoder.sampling_rate) for u in held]
+            total = sum(u.duration or 0 for u in refs)
+            if (voice, "real vs real", 0, None) not in cache:
+                for r in frame_rows(voice, encoder, args.base, refs, held, held_audio):
+                    cache[(voice, r["variant"], 0, None)] = r
+                    _append(args.cache, r)
+            rows += [cache[(voice, "real vs real", 0, None)], cache[(voice, "resynthesis", 0, None)]]
+            jobs = [(v, s) for v in variants if v != "unadapted" for s in args.seconds]
+            jobs = [("unadapted", 0)] * ("unadapted" in variants) + jobs
+            for variant, seconds in jobs:
+                if seconds > total + 1e-6 and seconds != min(args.seconds):
+                    continue  # the voice has too little audio for this budget
+                key = (voice, variant, seconds, None if variant == "unadapted" else args.steps)
+                if key not in cache:
+                    started = time.time()
+                    r = one(voice, variant, seconds, args, refs, held, held_audio, encoder, whisper, tmp)
+                    r["steps"] = key[3]
+                    r["bench_seconds"] = round(time.time() - started, 1)
+                    cache[key] = r
+                    _append(args.cache, r)
+                    print(json.dumps(r), flush=True)
+                rows.append(cache[key])
     return rows
 
 
+def _append(path: Path, row: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _ci(r: dict) -> str:
+    ci = r.get("similarity_ci")
+    return f"{r['similarity']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{r['similarity']:.3f}"
+
+
 def render(rows: list[dict], args: argparse.Namespace) -> str:
+    verifier = next((r["verifier"] for r in rows), "?")
     lines = [
-        "# Few-shot speaker cloning: similarity and intelligibility vs reference seconds and bytes",
+        "# Few-shot speaker cloning: similarity, intelligibility and cost per target voice",
         "",
         f"Made by `python bench/clone_cost.py` on {dt.date.today().isoformat()}: base `{args.base}`, "
-        f"{args.steps} steps per clone, verifier `{rows[0]['verifier'] if rows else '?'}`, ASR `{args.whisper}`.",
+        f"{args.steps} steps per clone, speaker similarity by `{verifier}` (resemblyzer GE2E: cosine of each "
+        f"synthesized held-out sentence to the target's held-out real audio, mean with a 95 % bootstrap CI), "
+        f"WER by `{args.whisper}` on the same sentences. CPU: this machine's cores, fp32.",
         *([f"**{args.label}**", ""] if args.label else [""]),
-        "| variant | reference s | similarity | WER | trainable params | bytes | held-out loss before -> after |",
-        "|---|---|---|---|---|---|---|",
+        "| voice | variant | reference s | similarity [95 % CI] | WER | trainable params (% of base) | bytes | "
+        "train s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        loss = r["held_out_loss"]
+        if r["variant"] in ("real vs real", "resynthesis"):
+            what = "ceiling" if r["variant"] == "real vs real" else "base decoder on the target's own z"
+            lines.append(f"| {r['voice']} | *{r['variant']}* ({what}) | – | {_ci(r)} | – | – | – | – |")
+            continue
         lines.append(
-            f"| {r['variant']} | {r['reference_seconds']:g} | {r['similarity']:.3f} | {r['wer']:.3f} | "
-            f"{r['trainable_parameters']:,} | {r['bytes']:,} | {loss['before']:.3f} -> {loss['after']:.3f} |"
+            f"| {r['voice']} | {r['variant']} | {r['reference_seconds']:g} | {_ci(r)} | {r['wer']:.3f} | "
+            f"{r['trainable_parameters']:,} ({100 * r['fraction_of_base']:.2f} %) | {r['bytes']:,} | "
+            f"{r['train_seconds']:g} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -107,18 +193,30 @@ def plot(rows: list[dict], path: Path, label: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for variant in dict.fromkeys(r["variant"] for r in rows):
-        mine = [r for r in rows if r["variant"] == variant]
-        x = [r["reference_seconds"] for r in mine]
-        axes[0].plot(x, [r["similarity"] for r in mine], marker="o", label=variant)
-        axes[1].plot(x, [r["wer"] for r in mine], marker="o", label=variant)
-    for ax, name in zip(axes, ("speaker similarity (cosine)", "WER of Whisper on the synthesis"), strict=True):
+    voices = list(dict.fromkeys(r["voice"] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    colours = dict(zip(voices, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    marks = {"embedding": "s", "usat": "o", "usat-decoder": "^", "full": "D"}
+    for voice in voices:
+        mine = [r for r in rows if r["voice"] == voice]
+        for r in mine:
+            if r["variant"] in ("real vs real", "unadapted"):
+                style = "-" if r["variant"] == "real vs real" else ":"
+                axes[0].axhline(r["similarity"], color=colours[voice], ls=style, lw=1)
+        for variant, mark in marks.items():
+            pts = sorted((r["reference_seconds"], r["similarity"], r["wer"]) for r in mine if r["variant"] == variant)
+            if pts:
+                x, s, w = zip(*pts, strict=True)
+                axes[0].plot(x, s, marker=mark, color=colours[voice], label=f"{voice} {variant}")
+                axes[1].plot(x, w, marker=mark, color=colours[voice], label=f"{voice} {variant}")
+    axes[0].set_ylabel("speaker similarity (resemblyzer GE2E cosine)")
+    axes[1].set_ylabel("WER of whisper-base on the synthesis")
+    for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("seconds of reference audio")
-        ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-        ax.legend()
+    axes[0].set_title("solid: real vs real; dotted: unadapted base", fontsize=9)
+    axes[1].legend(fontsize=7, ncol=2)
     fig.suptitle(label or "few-shot cloning cost axis")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -128,17 +226,28 @@ def plot(rows: list[dict], path: Path, label: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", required=True)
-    parser.add_argument("--manifest", type=Path, required=True, help="the target speaker's references")
-    parser.add_argument("--held-out", type=Path, required=True, help="same speaker, other sentences")
+    parser.add_argument("--voice", action="append", default=[], metavar="NAME=DIR", help="refs.jsonl + held.jsonl")
+    parser.add_argument("--manifest", type=Path, help="one voice's references (with --held-out)")
+    parser.add_argument("--held-out", type=Path, help="same speaker, other sentences")
     parser.add_argument("--seconds", type=float, nargs="+", default=[10, 30, 60, 300])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--variants", nargs="+", default=list(ALL), choices=ALL)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--language", default="en")
     parser.add_argument("--whisper", default="openai/whisper-base")
     parser.add_argument("--verifier", default="resemblyzer")
     parser.add_argument("--label", default="", help="e.g. 'SYNTHETIC references' when they are")
     parser.add_argument("--report", type=Path, default=HERE / "clone_cost.md")
+    parser.add_argument("--cache", type=Path, help="per-row results, for resuming (default: beside the report)")
+    parser.add_argument("--progress", action="store_true", help="progress bars for each clone")
     args = parser.parse_args(argv)
+    args.voices = [
+        (n, (Path(d) / "refs.jsonl", Path(d) / "held.jsonl")) for n, d in (v.split("=", 1) for v in args.voice)
+    ]
+    if args.manifest:
+        args.voices.append(("target", (args.manifest, args.held_out)))
+    if not args.voices:
+        parser.error("give --voice NAME=DIR (repeatable) or --manifest with --held-out")
+    args.cache = args.cache or args.report.with_suffix(".jsonl")
     rows = run(args)
     args.report.write_text(render(rows, args), encoding="utf-8")
     plot(rows, args.report.with_suffix(".png"), args.label)

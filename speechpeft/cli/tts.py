@@ -11,8 +11,14 @@ AUDIO = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus"}
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("clone", help="few-shot speaker cloning of a VITS model with USAT adapters")
     p.add_argument("--base", required=True, help="VITS hub id or path")
-    p.add_argument("--reference", nargs="+", required=True, metavar="FILE_OR_DIR", help="reference audio")
-    p.add_argument("--manifest", help="JSONL with audio_filepath and text; default: transcribe with Whisper")
+    p.add_argument(
+        "--reference", nargs="+", metavar="FILE_OR_DIR", help="reference audio (folders are searched recursively)"
+    )
+    p.add_argument(
+        "--manifest",
+        help="JSONL with audio_filepath and text: alone, it lists the references; with --reference, it gives "
+        "their transcripts. Without it, Whisper transcribes the references",
+    )
     p.add_argument("--whisper", default="openai/whisper-base", help="model for transcripts without --manifest")
     p.add_argument("--language", default="en", help="language of the references (for Whisper)")
     p.add_argument("--name", required=True, help="the speaker's name")
@@ -21,9 +27,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--variant",
         default="usat",
-        choices=["usat", "embedding", "full"],
-        help="usat: speaker vector + USAT adapters (default); embedding: the vector only; "
-        "full: fine-tune the flow, duration predictor and text-encoder attention whole",
+        choices=["usat", "embedding", "usat-decoder", "full"],
+        help="usat: speaker vector + USAT adapters (default); embedding: the vector only; usat-decoder: usat plus "
+        "adapters in the decoder, trained by mel reconstruction (for a single-speaker base, whose decoder knows one "
+        "timbre); full: fine-tune the flow, duration predictor and text-encoder attention whole",
     )
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
@@ -39,22 +46,52 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=run_synthesize)
 
+    t = sub.add_parser("tts", help="VITS voice maintenance")
+    tsub = t.add_subparsers(dest="tts_command", required=True, metavar="COMMAND")
+    c = tsub.add_parser(
+        "complete-base",
+        help="train the posterior side an inference-only voice lacks (needed by clone), from its own speech",
+    )
+    c.add_argument("--base", required=True, help="VITS hub id or path (e.g. a Piper voice converted to transformers)")
+    c.add_argument("-o", "--output", required=True, help="folder for the completed voice (save_pretrained layout)")
+    c.add_argument(
+        "--texts", help="UTF-8 file, one sentence per line, in the voice's language (default: built-in English)"
+    )
+    c.add_argument("--sentences", type=int, default=240, help="teacher sentences the voice reads")
+    c.add_argument("--held-out", type=int, default=12, help="more sentences, only for the before/after report")
+    c.add_argument("--steps", type=int, default=2000)
+    c.add_argument("--batch-size", type=int, default=8)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--overwrite", action="store_true")
+    c.add_argument("--no-progress", action="store_true")
+    c.set_defaults(func=run_complete_base)
+
 
 def run_clone(args: argparse.Namespace) -> int:
+    from ..data.manifest import read_manifest
     from ..errors import SpeechPeftError
-    from ..models.vits import load_vits
+    from ..models.vits_build import load_vits
     from ..train.clone import CloneOptions, Reference, clone
 
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise SpeechPeftError(f"'{out}' exists; pass --overwrite to replace it")
-    files = _reference_files(args.reference)
-    texts = _manifest_texts(args.manifest) if args.manifest else _whisper_texts(files, args.whisper, args.language)
-    refs = []
-    for f in files:
-        if f.resolve() not in texts:
-            raise SpeechPeftError(f"{f}: no transcript for this reference in {args.manifest}")
-        refs.append(Reference(f, texts[f.resolve()], str(f)))
+    if not args.reference and not args.manifest:
+        raise SpeechPeftError("give the references: --reference FILE_OR_DIR..., or --manifest M (or both)")
+    listed = read_manifest(args.manifest, require_duration=False) if args.manifest else []
+    if args.reference:
+        files = _reference_files(args.reference)
+        texts = {u.audio: (u.text, u.where) for u in listed}
+        if not listed:
+            texts = {f: (t, str(f)) for f, t in _whisper_texts(files, args.whisper, args.language).items()}
+        refs = []
+        for f in files:
+            if f.resolve() not in texts:
+                raise SpeechPeftError(f"{f}: no transcript for this reference in {args.manifest}")
+            text, _ = texts[f.resolve()]
+            refs.append(Reference(f, text, str(f)))
+    else:
+        refs = [Reference(u.audio, u.text, u.where) for u in listed]
     host = load_vits(args.base)
     opts = CloneOptions(
         name=args.name, output=out, steps=args.steps, variant=args.variant, progress=not args.no_progress
@@ -73,9 +110,8 @@ def run_clone(args: argparse.Namespace) -> int:
 def run_synthesize(args: argparse.Namespace) -> int:
     import soundfile as sf
 
-    from ..errors import SpeechPeftError
     from ..fs import atomic_write
-    from ..models.vits import load_vits
+    from ..models.vits_build import load_vits
     from ..train.clone import load_speaker
 
     host = load_vits(args.base)
@@ -85,15 +121,7 @@ def run_synthesize(args: argparse.Namespace) -> int:
     text_path = Path(args.text)
     numbered = text_path.suffix == ".txt" and text_path.is_file()
     if numbered:
-        try:
-            content = text_path.read_text("utf-8-sig")
-        except UnicodeDecodeError as e:
-            byte = f"byte {e.object[e.start]:#04x} at offset {e.start}"
-            raise SpeechPeftError(f"{text_path}: not UTF-8 text ({byte})") from None
-        lines = [(f"{text_path}:{i}", t.strip()) for i, t in enumerate(content.splitlines(), 1)]
-        lines = [(w, t) for w, t in lines if t]
-        if not lines:
-            raise SpeechPeftError(f"{text_path}: no sentences")
+        lines = _text_lines(text_path)
     else:
         lines = [("text", args.text)]
     out = Path(args.output)
@@ -110,6 +138,61 @@ def run_synthesize(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_complete_base(args: argparse.Namespace) -> int:
+    from ..data.english_sentences import english_sentences
+    from ..errors import SpeechPeftError
+    from ..models.vits_build import load_vits
+    from ..train.complete_base import CompleteOptions, complete_base
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise SpeechPeftError(f"'{out}' exists; pass --overwrite to replace it")
+    opts = CompleteOptions(
+        output=out, sentences=args.sentences, held_out=args.held_out, steps=args.steps,
+        batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress,
+    )  # fmt: skip
+    host = load_vits(args.base)
+    if args.texts:
+        texts = [t for _, t in _text_lines(Path(args.texts))]
+    elif getattr(host.front, "voice", "").startswith("en"):
+        texts = english_sentences(opts.sentences + opts.held_out, args.seed)
+    else:
+        raise SpeechPeftError(f"{args.base}: not an English voice; give --texts with sentences in its language")
+    report = complete_base(host, texts, opts)
+    before, after = report["held_out"]["before"], report["held_out"]["after"]
+    print(
+        f"completed {args.base} in {report['wall_seconds']:g} s "
+        f"({report['trained_parameters']:,} parameters trained on "
+        f"{report['teacher_seconds']:g} s of its own speech): held-out posterior NLL {before['posterior_nll']:.3f} -> "
+        f"{after['posterior_nll']:.3f}, z relative error {before['z_relative_error']:.3f} -> "
+        f"{after['z_relative_error']:.3f}, duration NLL {before['duration_nll']:.3f} -> {after['duration_nll']:.3f}; "
+        f"wrote {out}"
+    )
+    return 0
+
+
+def _text_lines(path: Path) -> list[tuple[str, str]]:
+    """(where, sentence) for each non-empty line of a UTF-8 text file.
+
+    Raises:
+        SpeechPeftError: unreadable, not UTF-8, or no sentences.
+    """
+    from ..errors import SpeechPeftError
+
+    try:
+        content = path.read_text("utf-8-sig")
+    except UnicodeDecodeError as e:
+        byte = f"byte {e.object[e.start]:#04x} at offset {e.start}"
+        raise SpeechPeftError(f"{path}: not UTF-8 text ({byte})") from None
+    except OSError as e:
+        raise SpeechPeftError(f"{path}: {e.strerror}") from None
+    lines = [(f"{path}:{i}", t.strip()) for i, t in enumerate(content.splitlines(), 1)]
+    lines = [(w, t) for w, t in lines if t]
+    if not lines:
+        raise SpeechPeftError(f"{path}: no sentences")
+    return lines
+
+
 def _reference_files(items: list[str]) -> list[Path]:
     from ..errors import SpeechPeftError
 
@@ -117,26 +200,12 @@ def _reference_files(items: list[str]) -> list[Path]:
     for item in items:
         p = Path(item)
         if p.is_dir():
-            files += sorted(f for f in p.iterdir() if f.suffix.lower() in AUDIO)
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO and f.is_file())
         elif p.exists():
             files.append(p)
         else:
             raise SpeechPeftError(f"reference '{p}' does not exist")
     return files
-
-
-def _manifest_texts(manifest: str) -> dict[Path, str]:
-    from ..data.manifest import json_object, jsonl_lines
-    from ..errors import SpeechPeftError
-
-    path, texts = Path(manifest), {}
-    for line, where in jsonl_lines(path):
-        row = json_object(line, where)
-        if not isinstance(row.get("audio_filepath"), str) or not isinstance(row.get("text"), str):
-            raise SpeechPeftError(f"{where}: needs string fields 'audio_filepath' and 'text'")
-        audio, text = Path(row["audio_filepath"]), row["text"]
-        texts[(audio if audio.is_absolute() else path.parent / audio).resolve()] = str(text)
-    return texts
 
 
 def _whisper_texts(files: list[Path], model: str, language: str) -> dict[Path, str]:

@@ -1,7 +1,9 @@
 """JSONL manifests: one utterance per line, validated with file:line in every error.
 
 Fields: ``audio_filepath`` (relative to the manifest's folder, or absolute), ``text``,
-``duration`` (seconds), and optional ``language`` and ``speaker``.
+``duration`` (seconds), and optional ``language``, ``speaker`` and ``adapter``. Every JSONL file
+the package reads (training and test sets, transcribe's adapter maps, clone's references) goes
+through ``read_manifest``; callers say which fields they need.
 """
 
 from __future__ import annotations
@@ -21,26 +23,33 @@ class ManifestError(SpeechPeftError):
 class Utterance:
     audio: Path  # absolute
     text: str
-    duration: float
+    duration: float | None  # None only where the caller did not require it
     language: str | None = None
     speaker: str | None = None
     where: str = ""  # "manifest.jsonl:LINE", for errors about this entry
+    adapter: str | None = None  # transcribe's adapter maps: a folder, or "none"
 
 
 REQUIRED = ("audio_filepath", "text", "duration")
 KNOWN = set(REQUIRED) | {"language", "speaker", "adapter"}
 
 
-def read_manifest(path: str | Path, require_text: bool = True) -> list[Utterance]:
+def read_manifest(
+    path: str | Path, require_text: bool = True, require_duration: bool = True, require: tuple[str, ...] = ()
+) -> list[Utterance]:
     """Every utterance of a JSONL manifest; blank lines are skipped. ``require_text=False``
-    reads untranscribed audio lists (``text`` may be absent; it is then empty).
+    reads untranscribed audio lists (``text`` may be absent; it is then empty);
+    ``require_duration=False`` lists whose durations come from the audio (then None unless
+    given); ``require`` names further fields that must be present (e.g. ``adapter``).
 
     Raises:
         ManifestError: the file is missing or empty, or a line is not a JSON object, lacks a
             required field, or has a field of the wrong type.
     """
     path = Path(path)
-    out = [_parse(line, where, path.parent, require_text) for line, where in jsonl_lines(path)]
+    out = [
+        _parse(line, where, path.parent, require_text, require_duration, require) for line, where in jsonl_lines(path)
+    ]
     if not out:
         raise ManifestError(f"manifest '{path}' holds no utterances")
     return out
@@ -121,29 +130,36 @@ def read_audio_set(path: str | Path) -> list[Utterance]:
     return [Utterance(f.resolve(), "", audio_duration(f, str(f)), where=str(f)) for f in files]
 
 
-def _parse(line: str, where: str, folder: Path, require_text: bool = True) -> Utterance:
+def _parse(
+    line: str, where: str, folder: Path, require_text: bool, require_duration: bool, require: tuple[str, ...]
+) -> Utterance:
     row = json_object(line, where)
     if not require_text:
         row.setdefault("text", "")
-    for key in REQUIRED:
+    if not require_duration:
+        row.setdefault("duration", None)
+    for key in REQUIRED + require:
         if key not in row:
-            raise ManifestError(f"{where}: missing required field {key!r}")
+            hint = ' (use "none" for the bare model)' if key == "adapter" else ""
+            raise ManifestError(f"{where}: missing required field {key!r}{hint}")
     if not isinstance(row["audio_filepath"], str) or not row["audio_filepath"]:
         raise ManifestError(f"{where}: 'audio_filepath' must be a non-empty string")
     if not isinstance(row["text"], str):
         raise ManifestError(f"{where}: 'text' must be a string, got {type(row['text']).__name__}")
     dur = row["duration"]
-    if isinstance(dur, bool) or not isinstance(dur, (int, float)) or dur <= 0:
+    bad_duration = isinstance(dur, bool) or not isinstance(dur, (int, float)) or dur <= 0
+    if (dur is not None or require_duration) and bad_duration:
         raise ManifestError(f"{where}: 'duration' must be a positive number of seconds, got {dur!r}")
-    for key in ("language", "speaker"):
+    for key in ("language", "speaker", "adapter"):
         if row.get(key) is not None and not isinstance(row[key], str):
             raise ManifestError(f"{where}: {key!r} must be a string")
     audio = Path(row["audio_filepath"])
     return Utterance(
         audio=audio if audio.is_absolute() else (folder / audio).resolve(),
         text=row["text"],
-        duration=float(dur),
+        duration=None if dur is None else float(dur),
         language=row.get("language"),
         speaker=row.get("speaker"),
         where=where,
+        adapter=row.get("adapter"),
     )

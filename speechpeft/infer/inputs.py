@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.manifest import json_object, jsonl_lines
+from ..data.manifest import read_manifest
 from ..errors import SpeechPeftError
 
 BARE = {"", "none", "null", "base"}
@@ -131,17 +131,5 @@ def _csv_rules(text: str, path: Path) -> list[tuple[str, str | None]]:
 
 
 def _manifest_jobs(path: Path) -> list[Job]:
-    jobs = []
-    for line, where in jsonl_lines(path):
-        row = json_object(line, where)
-        audio = row.get("audio_filepath")
-        if not isinstance(audio, str) or not audio:
-            raise SpeechPeftError(f"{where}: missing or empty 'audio_filepath'")
-        if "adapter" not in row:
-            raise SpeechPeftError(f"{where}: missing field 'adapter' (use \"none\" for the bare model)")
-        a = Path(audio)
-        adapter = _adapter(row["adapter"], path.parent, where)
-        jobs.append(Job(a if a.is_absolute() else (path.parent / a), adapter, where))
-    if not jobs:
-        raise SpeechPeftError(f"adapter map '{path}' holds no lines")
-    return jobs
+    rows = read_manifest(path, require_text=False, require_duration=False, require=("adapter",))
+    return [Job(u.audio, _adapter(u.adapter, path.parent, u.where), u.where) for u in rows]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,22 +24,32 @@ from .mas import monotonic_alignment
 
 _FLOW = r"flow\.flows\.\d+\.conv_pre|duration_predictor\.(conv_pre|conv_1)"
 _PHONEME = r"text_encoder\.encoder\.layers\.\d+\.attention\.out_proj"
+# decoder-side adapters (the opt-in "usat-decoder" clone variant): HiFi-GAN's input conv and
+# every residual-block conv, trained by mel reconstruction; the single-speaker decoder knows one timbre
+_DECODER = r"decoder\.(conv_pre|resblocks\.\d+\.convs[12]\.\d+)"
 PRESETS = {
     # USAT's flow adapter: every coupling layer of the flow, and the duration predictor's input
     "usat_flow": _FLOW,
     # USAT's phoneme adapter: the text encoder's attention output
     "usat_phoneme": _PHONEME,
     "usat": f"{_FLOW}|{_PHONEME}",
+    "usat_decoder": _DECODER,
+    "usat_with_decoder": f"{_FLOW}|{_PHONEME}|{_DECODER}",
 }
 register_presets("vits", PRESETS)
 
 
 @dataclass
 class VitsHost:
-    """A ``VitsModel`` with its tokenizer (None for tiny test models built from a config)."""
+    """A ``VitsModel`` with its text front end (None for tiny test models built from a config).
+
+    ``missing`` names the training-side tensors the voice's file lacked (an inference export);
+    until ``speechpeft tts complete-base`` has trained them, ``loss`` would fit to noise.
+    """
 
     model: nn.Module
-    tokenizer: Any = None
+    front: Any = None
+    missing: list[str] = field(default_factory=list)
 
     @property
     def config(self) -> Any:
@@ -59,29 +69,22 @@ class VitsHost:
         return next(self.model.parameters()).device
 
     def tokenize(self, texts: Sequence[str], where: Sequence[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``input_ids`` and ``attention_mask`` (B, T) for ``texts``.
+        """``input_ids`` and ``attention_mask`` (B, T) for ``texts``, zero-padded.
 
         Raises:
-            SpeechPeftError: a text has letters the tokenizer cannot spell (it would drop them
-                silently), or nothing left to say; the message names ``where[i]``.
+            SpeechPeftError: a text the front end cannot read (letters it cannot spell, phonemes the
+                voice has no id for, another language), or nothing left to say; the message names ``where[i]``.
         """
-        tok = self.tokenizer
-        if tok is None:
+        if self.front is None:
             raise SpeechPeftError("this VITS host has no tokenizer (a model built from a config)")
-        vocab = set(tok.get_vocab())
-        for i, text in enumerate(texts):
-            name = where[i] if where else f"text #{i}"
-            if not tok.phonemize:  # character vocabularies: letters outside it would vanish
-                normal = tok.normalize_text(text) if tok.normalize else text
-                bad = sorted({c for c in normal if c.isalnum() and c not in vocab})
-                if bad:
-                    raise SpeechPeftError(
-                        f"{name}: this model's tokenizer cannot spell {''.join(bad)!r} (in {text[:40]!r})"
-                    )
-            if not tok(text).input_ids:
-                raise SpeechPeftError(f"{name}: nothing to say after the tokenizer's normalisation: {text[:40]!r}")
-        enc = tok(list(texts), padding=True, return_tensors="pt")
-        return enc.input_ids.to(self.device), enc.attention_mask.to(self.device)
+        rows = [self.front.ids(t, where[i] if where else f"text #{i}") for i, t in enumerate(texts)]
+        width = max(len(r) for r in rows)
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = 1
+        return ids.to(self.device), mask.to(self.device)
 
     def inject(self, config: Any) -> list[str]:
         """Inject an adapter; ``config.targets`` may name a preset (usat, usat_flow, usat_phoneme)."""
@@ -139,12 +142,16 @@ class VitsHost:
         spectrogram: torch.Tensor,
         frames: torch.Tensor,
         speaker: torch.Tensor | int | None = None,
+        posterior: tuple[torch.Tensor, torch.Tensor] | None = None,
+        keep_z: bool = False,
     ) -> dict[str, torch.Tensor]:
         """KL + duration loss of a batch: ``{"kl", "duration", "loss"}`` (loss = kl + duration).
 
         ``input_ids``/``attention_mask`` (B, T_text) from the tokenizer; ``spectrogram`` (B, bins,
         frames) and ``frames`` (B,) from ``spectrogram``. Every item needs at least as many frames
-        as tokens.
+        as tokens. ``posterior`` (mean, log std), each (B, C, F), replaces the posterior encoder
+        where it is frozen and takes no speaker (then ``spectrogram`` may be None). ``keep_z`` adds
+        ``"z"``, the posterior sample the flow received (B, C, F).
         """
         m = self.model
         b = input_ids.shape[0]
@@ -155,9 +162,13 @@ class VitsHost:
         m_p = enc.prior_means.transpose(1, 2)  # (B, C, T)
         logs_p = enc.prior_log_variances.transpose(1, 2)  # (B, C, T): log std, as VITS names it logs_p
         x_mask = x_mask.transpose(1, 2)  # (B, 1, T)
-        f = spectrogram.shape[2]
+        f = int(frames.max())
         y_mask = (torch.arange(f, device=self.device)[None, :] < frames[:, None]).unsqueeze(1).float()  # (B, 1, F)
-        z, _, logs_q = m.posterior_encoder(spectrogram, y_mask, g)  # (B, C, F)
+        if posterior is None:
+            z, _, logs_q = m.posterior_encoder(spectrogram[:, :, :f], y_mask, g)  # (B, C, F)
+        else:
+            mean, logs_q = (t[:, :, :f] for t in posterior)
+            z = (mean + torch.randn_like(mean) * torch.exp(logs_q)) * y_mask
         z_p = m.flow(z, y_mask, g)  # (B, C, F)
 
         with torch.no_grad():  # log N(z_p[:, :, j]; m_p[:, :, i], exp(logs_p)) for every (i, j)
@@ -182,66 +193,107 @@ class VitsHost:
         logs_p_frames = torch.matmul(logs_p, attn)  # (B, C, F)
         kl = logs_p_frames - logs_q - 0.5 + 0.5 * (z_p - m_p_frames) ** 2 * torch.exp(-2 * logs_p_frames)
         kl = torch.sum(kl * y_mask) / y_mask.sum()
-        return {"kl": kl, "duration": duration, "loss": kl + duration}
+        return {"kl": kl, "duration": duration, "loss": kl + duration, **({"z": z} if keep_z else {})}
+
+    @torch.no_grad()
+    def posterior(self, spectrogram: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The posterior encoder's (mean, log std), each (B, C, F), of a single-speaker voice."""
+        f = spectrogram.shape[2]
+        y_mask = (torch.arange(f, device=self.device)[None, :] < frames[:, None]).unsqueeze(1).float()
+        _, mean, log_std = self.model.posterior_encoder(spectrogram, y_mask, None)
+        return mean, log_std
 
     def synthesize(self, text: str, speaker: torch.Tensor | int | None = None, seed: int | None = 0) -> np.ndarray:
         """Waveform (float32, at ``sampling_rate``) of ``text``; ``speaker`` is a table id or a vector.
 
         Raises:
-            SpeechPeftError: text the tokenizer cannot spell, or a speaker that does not fit the model.
+            SpeechPeftError: text the front end cannot read, or a speaker that does not fit the model.
         """
         ids, _ = self.tokenize([text])
         return self.synthesize_ids(ids, speaker, seed)
 
-    @torch.no_grad()
     def synthesize_ids(
         self, input_ids: torch.Tensor, speaker: torch.Tensor | int | None = None, seed: int | None = 0
     ) -> np.ndarray:
         """Waveform (float32, model rate) for one tokenised text (1, T)."""
-        m = self.model
-        g = self.speaker_conditioning(speaker, 1)
+        out = self.infer(input_ids, speaker=speaker, seed=seed)
+        return out.waveform[0, : int(out.samples[0])].float().cpu().numpy()
+
+    @torch.no_grad()
+    def infer(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        speaker: torch.Tensor | int | None = None,
+        seed: int | None = 0,
+        noise_scale: float | None = None,
+        noise_scale_duration: float | None = None,
+        length_scale: float | None = None,
+        decode: bool = True,
+    ) -> Synthesis:
+        """VITS inference that keeps what the decoder was given: the latent z and the durations.
+
+        The same computation as ``VitsModel.forward`` (text encoder, stochastic duration predictor
+        in reverse, prior expanded by the durations and sampled, the flow in reverse, the decoder),
+        but the speaker may be a free vector, and the intermediate results are returned: they are
+        the teacher that fits a posterior encoder to an inference-only voice. Noise scales default
+        to the config's (Piper: 0.667, 0.8, length 1).
+        """
+        m, c = self.model, self.config
+        input_ids = input_ids.to(self.device)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        attention_mask = attention_mask.to(self.device)
+        b = input_ids.shape[0]
+        g = self.speaker_conditioning(speaker, b)
         if seed is not None:
             torch.manual_seed(seed)
+        ns = c.noise_scale if noise_scale is None else noise_scale
+        nw = c.noise_scale_duration if noise_scale_duration is None else noise_scale_duration
+        ls = 1.0 / c.speaking_rate if length_scale is None else length_scale
         was_training = m.training
         m.eval()
         try:
-            if g is None:
-                out = m(input_ids=input_ids.to(self.device))
-            else:  # VitsModel takes only a table id; run its inference with a free vector
-                out = _forward_with_vector(m, input_ids.to(self.device), g)
+            x_mask = attention_mask.unsqueeze(-1).float()  # (B, T, 1)
+            enc = m.text_encoder(input_ids=input_ids, padding_mask=x_mask, attention_mask=attention_mask)
+            hidden = enc.last_hidden_state.transpose(1, 2)  # (B, H, T)
+            x_mask = x_mask.transpose(1, 2)  # (B, 1, T)
+            if c.use_stochastic_duration_prediction:
+                log_w = m.duration_predictor(hidden, x_mask, g, reverse=True, noise_scale=nw)
+            else:
+                log_w = m.duration_predictor(hidden, x_mask, g)
+            durations = torch.ceil(torch.exp(log_w) * x_mask * ls)[:, 0]  # (B, T) frames per token
+            frames = torch.clamp_min(durations.sum(1), 1).long()  # (B,)
+            f = int(frames.max())
+            y_mask = (torch.arange(f, device=self.device)[None] < frames[:, None]).unsqueeze(1).float()  # (B, 1, F)
+            attn = alignment_from_durations(durations, f) * y_mask  # (B, T, F)
+            # (B, F, C) viewed as (B, C, F), as transformers lays it out: randn_like follows the strides,
+            # so the same seed gives the same noise as VitsModel.forward
+            m_p = torch.matmul(attn.transpose(1, 2), enc.prior_means).transpose(1, 2)
+            logs_p = torch.matmul(attn.transpose(1, 2), enc.prior_log_variances).transpose(1, 2)
+            z_p = m_p + torch.randn_like(m_p) * torch.exp(logs_p) * ns
+            z = m.flow(z_p, y_mask, g, reverse=True) * y_mask  # what the decoder hears
+            wave = m.decoder(z, g)[:, 0] if decode else None  # (B, samples)
         finally:
             m.train(was_training)
-        return out.waveform[0].float().cpu().numpy()
+        return Synthesis(wave, frames * self.hop_length, z, frames, durations)
 
 
-def _forward_with_vector(model: nn.Module, input_ids: torch.Tensor, g: torch.Tensor) -> Any:
-    """VitsModel.forward with the speaker table bypassed: the table's lookup returns ``g``."""
-    table = model.embed_speaker
+@dataclass
+class Synthesis:
+    """One batch of VITS inference: waveforms (B, S) and their valid ``samples`` (B,); the latent
+    ``z`` (B, C, F) the decoder received, valid for ``frames`` (B,); ``durations`` (B, T) in frames."""
 
-    class _Fixed(nn.Module):
-        def forward(self, ids: torch.Tensor) -> torch.Tensor:
-            return g[:, :, 0].expand(ids.shape[0], -1)
-
-    model.embed_speaker = _Fixed()
-    try:
-        return model(input_ids=input_ids, speaker_id=0)
-    finally:
-        model.embed_speaker = table
+    waveform: torch.Tensor | None
+    samples: torch.Tensor
+    z: torch.Tensor
+    frames: torch.Tensor
+    durations: torch.Tensor
 
 
-def load_vits(name_or_path: str, device: str | torch.device | None = None) -> VitsHost:
-    """Load a VITS model and its tokenizer by hub id or local path (fp32).
-
-    Raises:
-        SpeechPeftError: the model cannot be found or loaded.
-    """
-    from transformers import VitsModel, VitsTokenizer
-
-    try:
-        model = VitsModel.from_pretrained(name_or_path, dtype=torch.float32)
-        tokenizer = VitsTokenizer.from_pretrained(name_or_path)
-    except (OSError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise SpeechPeftError(f"cannot load VITS model {name_or_path!r}: {first}") from None
-    model.to(torch.device(device) if device else torch.device("cpu")).eval()
-    return VitsHost(model, tokenizer)
+def alignment_from_durations(durations: torch.Tensor, frames: int) -> torch.Tensor:
+    """(B, T, F) 0/1: token i covers frames [sum(d[:i]), sum(d[:i+1]))."""
+    end = torch.cumsum(durations, 1)  # (B, T)
+    start = end - durations
+    j = torch.arange(frames, device=durations.device, dtype=durations.dtype)[None, None]  # (1, 1, F)
+    return ((j >= start[..., None]) & (j < end[..., None])).to(durations.dtype)

@@ -27,13 +27,17 @@ from ..data import load_audio
 from ..errors import SpeechPeftError
 from ..fs import atomic_dir
 from ..models.vits import VitsHost
+from ..models.vits_build import TRAINING_SIDE
+from .mel import LogMel, mel_l1
 
 SPEAKER_FILE = "speaker.safetensors"
 FINETUNED_FILE = "finetuned.safetensors"  # variant "full": the fine-tuned modules themselves
 # variant "full" fine-tunes every module USAT adapts, whole: the flow, the duration predictor
 # and the text encoder's attention blocks
 FULL_MODULES = r"flow|duration_predictor|text_encoder\.encoder\.layers\.\d+\.attention"
-VARIANTS = ("embedding", "usat", "full")
+VARIANTS = ("embedding", "usat", "usat-decoder", "full")
+SEGMENT_FRAMES = 32  # VITS's decoder segment: 32 frames (8192 samples at hop 256)
+MEL_WEIGHT = 45.0  # VITS's c_mel
 REPORT_FILE = "clone.json"
 MIN_SECONDS = 1.0  # a shorter reference holds too little of the voice (and too few frames to align)
 SILENT_RMS = 1e-4
@@ -56,7 +60,9 @@ class CloneOptions:
     batch_size: int = 8
     seed: int = 0
     progress: bool = True
-    variant: str = "usat"  # "embedding" (speaker vector only), "usat" (+ adapters), "full" (modules fine-tuned)
+    # "embedding" (speaker vector only), "usat" (+ adapters), "usat-decoder" (+ decoder adapters,
+    # trained by mel reconstruction), "full" (the modules USAT adapts, fine-tuned whole)
+    variant: str = "usat"
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -92,6 +98,12 @@ def clone(host: VitsHost, refs: Sequence[Reference], opts: CloneOptions) -> dict
     """
     if len(refs) < 2:
         raise SpeechPeftError(f"clone needs at least 2 references (one is held out), got {len(refs)}")
+    if any(TRAINING_SIDE.fullmatch(n) and n.startswith("posterior_encoder") for n in host.missing):
+        base = getattr(host.config, "_name_or_path", "") or "BASE"
+        raise SpeechPeftError(
+            f"{base}: this voice has no posterior encoder (an inference-only export), which cloning trains against; "
+            f"complete it first: speechpeft tts complete-base --base {base} -o COMPLETED"
+        )
     started = time.time()
     arrays = load_references(refs, host.sampling_rate)
     ids, mask = host.tokenize([r.text for r in refs], [r.where for r in refs])
@@ -100,21 +112,30 @@ def clone(host: VitsHost, refs: Sequence[Reference], opts: CloneOptions) -> dict
     random.Random(opts.seed).shuffle(order)
     held = order[: max(1, len(refs) // 5)]
     train = order[len(held) :]
-    batches = {k: _batch(host, arrays, ids, mask, idx) for k, idx in (("held", held), ("train", train))}
     host.model.requires_grad_(False)
     speaker = None
     if host.config.num_speakers > 1:  # a new row for the speaker table, from its mean
         speaker = torch.nn.Parameter(host.model.embed_speaker.weight.detach().mean(0).clone())
+    # the posterior encoder is frozen; without a speaker input its statistics are computed once
+    stats = _posteriors(host, arrays) if speaker is None else None
+    batches = {k: _batch(host, arrays, ids, mask, idx, stats) for k, idx in (("held", held), ("train", train))}
     before = _held_out_loss(host, batches["held"], speaker, opts.seed)
     base = sum(p.numel() for p in host.model.parameters())
     params = _trainable(host, opts, speaker)
     optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=0.0)
+    mel = LogMel(host.sampling_rate).to(host.device) if opts.variant == "usat-decoder" else None
     host.model.train()
     rng = random.Random(opts.seed)
-    for _ in tqdm(range(opts.steps), desc=f"clone {opts.name}", unit="step", disable=not opts.progress):
-        pick = rng.sample(range(len(train)), min(opts.batch_size, len(train)))
-        batch = _batch(host, arrays, ids, mask, [train[i] for i in pick])
-        loss = host.loss(*batch, speaker)["loss"]
+    bar = tqdm(range(opts.steps), desc=f"clone {opts.name}", unit="step", disable=not opts.progress)
+    for _ in bar:
+        pick = [train[i] for i in rng.sample(range(len(train)), min(opts.batch_size, len(train)))]
+        b = _batch(host, arrays, ids, mask, pick, stats)
+        out = host.loss(*b[:4], speaker, posterior=b[4], keep_z=mel is not None)
+        loss = out["loss"]
+        if mel is not None:
+            recon = _segment_mel_loss(host, mel, out["z"], [arrays[i] for i in pick], speaker, rng)
+            loss = loss + MEL_WEIGHT * recon
+            bar.set_postfix(kl_dur=f"{out['loss'].item():.3f}", mel=f"{recon.item():.3f}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -138,7 +159,7 @@ def clone(host: VitsHost, refs: Sequence[Reference], opts: CloneOptions) -> dict
     }
 
     def write(tmp: Path) -> None:
-        if opts.variant == "usat":
+        if opts.variant in ("usat", "usat-decoder"):
             save_adapter(host.model, tmp, extra={"speaker_name": opts.name})
         elif opts.variant == "full":
             names = {id(p) for p in params}
@@ -182,8 +203,9 @@ def _trainable(host: VitsHost, opts: CloneOptions, speaker: torch.nn.Parameter |
         if speaker is None:
             raise SpeechPeftError("variant 'embedding' needs a multi-speaker base (one with a speaker table)")
         return vector
-    if opts.variant == "usat":
-        host.inject(USATConfig(bottleneck=opts.bottleneck, targets="usat"))
+    if opts.variant in ("usat", "usat-decoder"):
+        targets = "usat" if opts.variant == "usat" else "usat_with_decoder"
+        host.inject(USATConfig(bottleneck=opts.bottleneck, targets=targets))
         return adapter_parameters(host.model) + vector
     modules = [m for n, m in host.model.named_modules() if re.fullmatch(FULL_MODULES, n)]
     params = [p for m in modules for p in m.parameters()]
@@ -192,11 +214,46 @@ def _trainable(host: VitsHost, opts: CloneOptions, speaker: torch.nn.Parameter |
     return params + vector
 
 
-def _batch(host, arrays, ids, mask, idx):
-    spec, frames = host.spectrogram([arrays[i] for i in idx])
+def _posteriors(host: VitsHost, arrays: Sequence[np.ndarray]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    out = []
+    for a in arrays:
+        spec, frames = host.spectrogram([a])
+        mean, log_std = host.posterior(spec, frames)
+        out.append((mean[0], log_std[0]))
+    return out
+
+
+def _batch(host, arrays, ids, mask, idx, stats=None):
+    """(ids, mask, spectrogram or None, frames, posterior or None) for the items ``idx``."""
     sel = torch.tensor(idx, device=ids.device)
     width = int(mask[sel].sum(1).max())
-    return ids[sel, :width], mask[sel, :width], spec, frames
+    if stats is None:
+        spec, frames = host.spectrogram([arrays[i] for i in idx])
+        return ids[sel, :width], mask[sel, :width], spec, frames, None
+    frames = torch.tensor([stats[i][0].shape[1] for i in idx], device=host.device)
+    mean = torch.zeros(len(idx), stats[idx[0]][0].shape[0], int(frames.max()), device=host.device)
+    log_std = torch.zeros_like(mean)
+    for k, i in enumerate(idx):
+        mean[k, :, : frames[k]], log_std[k, :, : frames[k]] = stats[i]
+    return ids[sel, :width], mask[sel, :width], None, frames, (mean, log_std)
+
+
+def _segment_mel_loss(host, mel, z, audio, speaker, rng) -> torch.Tensor:
+    """Mel L1 of the decoder on a random SEGMENT_FRAMES slice of each item's posterior z vs the real audio there."""
+    hop, seg = host.hop_length, SEGMENT_FRAMES
+    zs, real = [], []
+    for k, a in enumerate(audio):
+        frames = len(a) // hop
+        start = rng.randrange(0, max(1, frames - seg + 1))
+        piece = torch.zeros(seg * hop)
+        got = torch.from_numpy(a[start * hop : (start + seg) * hop])
+        piece[: len(got)] = got
+        zs.append(z[k, :, start : start + seg])
+        real.append(piece)
+    width = min(t.shape[1] for t in zs)
+    g = host.speaker_conditioning(speaker, len(audio))
+    generated = host.model.decoder(torch.stack([t[:, :width] for t in zs]), g)[:, 0]
+    return mel_l1(mel, generated, torch.stack(real)[:, : generated.shape[1]].to(generated.device))
 
 
 @torch.no_grad()
@@ -205,7 +262,7 @@ def _held_out_loss(host, batch, speaker, seed) -> float:
     was = host.model.training
     host.model.eval()
     try:
-        return round(float(host.loss(*batch, speaker)["loss"]), 4)
+        return round(float(host.loss(*batch[:4], speaker, posterior=batch[4])["loss"]), 4)
     finally:
         host.model.train(was)
 

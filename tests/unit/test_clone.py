@@ -43,7 +43,7 @@ def test_clone_lowers_held_out_loss_quickly_and_stays_small_then_synthesizes(ref
 
 def test_host_synthesize_speaks_text_and_refuses_unspellable_text(tmp_path):
     from speechpeft.errors import SpeechPeftError
-    from speechpeft.models.vits import load_vits
+    from speechpeft.models.vits_build import load_vits
 
     host = load_vits(str(make_tiny_vits_dir(tmp_path / "base", num_speakers=1)))
     wave = host.synthesize("a cat")
@@ -116,3 +116,24 @@ def test_a_reference_at_another_rate_is_resampled_not_refused(tmp_path, refs, ca
 
     code, err = bad_reference_run(tmp_path, refs, capsys, add_44k)
     assert code == 0 and (tmp_path / "out" / "clone.json").is_file(), err
+
+
+def test_a_manifest_alone_defines_the_references_and_folders_are_searched_recursively(tmp_path, refs, capsys):
+    base = make_tiny_vits_dir(tmp_path / "base", num_speakers=1)
+    nested = tmp_path / "dataset"
+    rows = [json.loads(line) for line in refs.read_text().splitlines()][:6]
+    for i, row in enumerate(rows):  # audio in subfolders, as datasets ship it
+        sub = nested / f"chapter{i % 2}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / row["audio_filepath"]).write_bytes((refs.parent / row["audio_filepath"]).read_bytes())
+        row["audio_filepath"] = f"chapter{i % 2}/{row['audio_filepath']}"
+    manifest = nested / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = ["--name", "k", "--steps", "2", "--no-progress"]
+    assert main(["clone", "--base", str(base), "--manifest", str(manifest), "-o", str(tmp_path / "a"), *common]) == 0
+    assert json.loads((tmp_path / "a" / "clone.json").read_text())["references"] == 6
+    args = ["clone", "--base", str(base), "--reference", str(nested), "--manifest", str(manifest)]
+    assert main([*args, "-o", str(tmp_path / "b"), *common]) == 0
+    assert json.loads((tmp_path / "b" / "clone.json").read_text())["references"] == 6
+    code = main(["clone", "--base", str(base), "-o", str(tmp_path / "c"), *common])
+    assert code == 2 and "give the references" in capsys.readouterr().err and not (tmp_path / "c").exists()

@@ -20,15 +20,23 @@ def test_cost_script_writes_a_row_per_variant_and_budget_and_a_plot(tmp_path, ti
     train = make_clone_references(tmp_path / "train", n=8)
     held = make_clone_references(tmp_path / "held", n=2)
     report = tmp_path / "cost.md"
-    clone_cost.main([
+    argv = [
         "--base", str(base), "--manifest", str(train), "--held-out", str(held), "--seconds", "3", "6",
         "--steps", "3", "--whisper", str(tiny_whisper_dir), "--report", str(report), "--label", "SYNTHETIC, tiny",
-    ])  # fmt: skip
-    rows = [line for line in report.read_text().splitlines() if line.startswith("| ") and "variant" not in line]
-    assert len(rows) == 6 and {r.split(" | ")[0][2:] for r in rows} == {"embedding", "usat", "full"}
-    assert "SYNTHETIC, tiny" in report.read_text() and report.with_suffix(".png").stat().st_size > 0
-    bytes_ = {r.split(" | ")[0][2:]: int(r.split(" | ")[5].replace(",", "")) for r in rows[:3]}
+        "--variants", "unadapted", "embedding", "usat", "full",
+    ]  # fmt: skip
+    clone_cost.main(argv)
+    text = report.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| target")]
+    variants = [r.split(" | ")[1] for r in rows]
+    assert variants[:2] == ["*real vs real* (ceiling)", "*resynthesis* (base decoder on the target's own z)"]
+    assert variants[2:] == ["unadapted"] + ["embedding"] * 2 + ["usat"] * 2 + ["full"] * 2
+    assert "SYNTHETIC, tiny" in text and "resemblyzer GE2E" in text and report.with_suffix(".png").stat().st_size > 0
+    bytes_ = {r.split(" | ")[1]: int(r.split(" | ")[6].replace(",", "")) for r in rows[3:] if "| 3 |" in r}
     assert bytes_["embedding"] < bytes_["usat"] < bytes_["full"]  # what each variant stores
+    cached = report.with_suffix(".jsonl").read_text().splitlines()
+    clone_cost.main(argv)  # a rerun resumes from the cache: no row is computed twice
+    assert report.with_suffix(".jsonl").read_text().splitlines() == cached and report.read_text() == text
 
 
 def test_full_variant_saves_modules_and_synthesize_loads_them(tmp_path):

@@ -142,7 +142,7 @@ def test_adapter_maps_in_three_forms_and_their_errors(tmp_path):
     (job,) = jobs_from_args([], adapter_map=str(tmp_path / "m.jsonl"))
     assert job.audio == tmp_path / "a.wav" and job.adapter == str(tmp_path / "ad") and job.where.endswith(":1")
     (tmp_path / "bad.jsonl").write_text('{"audio_filepath": "a.wav", "adapter": "ad"}\n{"audio_filepath": "b.wav"}\n')
-    with pytest.raises(SpeechPeftError, match=r"bad.jsonl:2: missing field 'adapter'"):
+    with pytest.raises(SpeechPeftError, match=r"bad.jsonl:2: missing required field 'adapter'"):
         read_adapter_map(tmp_path / "bad.jsonl")
     (tmp_path / "bad.csv").write_text("a.wav,ad\nb.wav\n")
     with pytest.raises(SpeechPeftError, match=r"bad.csv:2: expected 2 columns"):
