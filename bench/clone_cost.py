@@ -41,6 +41,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from speechpeft.data import load_audio  # noqa: E402
+from speechpeft.data.audio import audio_duration  # noqa: E402
 from speechpeft.data.manifest import read_manifest  # noqa: E402
 from speechpeft.eval.bootstrap import rate_ci  # noqa: E402
 from speechpeft.eval.tts import intelligibility, speaker_bytes, speaker_similarity  # noqa: E402
@@ -58,7 +59,7 @@ def budget(rows, seconds: float) -> list[Reference]:
         if total >= seconds:
             break
         out.append(Reference(u.audio, u.text, u.where))
-        total += u.duration if u.duration else len(load_audio(u.audio, 16_000)) / 16_000
+        total += u.duration or audio_duration(u.audio, u.where)
     return out
 
 
@@ -87,6 +88,8 @@ def one(voice, variant, seconds, args, refs, held, held_audio, encoder, whisper,
     host = load_vits(args.base)
     report = {"reference_seconds": 0.0, "trainable_parameters": 0, "wall_seconds": 0.0, "held_out_loss": None}
     speaker, size = None, 0
+    if host.config.num_speakers > 1:  # unadapted: the table's mean speaker, where every clone starts
+        speaker = host.model.embed_speaker.weight.detach().mean(0)
     if variant != "unadapted":
         out = Path(tmp) / f"{voice}-{variant}-{seconds:g}"
         opts = CloneOptions(name=out.name, output=out, steps=args.steps, variant=variant, progress=args.progress)
@@ -116,36 +119,40 @@ def run(args: argparse.Namespace) -> list[dict]:
         for line in args.cache.read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
             cache[(row["voice"], row["variant"], row.get("budget_seconds", 0), row.get("steps"))] = row
-    rows = []
+    data, jobs = {}, []
+    for voice, (refs_path, held_path) in args.voices:
+        refs = read_manifest(refs_path, require_duration=False)
+        held = read_manifest(held_path, require_duration=False)
+        held_audio = [load_audio(u.audio, encoder.sampling_rate) for u in held]
+        data[voice] = (refs, held, held_audio)
+        if (voice, "real vs real", 0, None) not in cache:
+            for r in frame_rows(voice, encoder, args.base, refs, held, held_audio):
+                cache[(voice, r["variant"], 0, None)] = r
+                _append(args.cache, r)
+        total = sum(u.duration or audio_duration(u.audio, u.where) for u in refs)
+        budgets = [s for s in args.seconds if s <= total + 1e-6] or [min(args.seconds)]  # as far as the voice allows
+        jobs += [(voice, "unadapted", 0)] * ("unadapted" in variants)
+        jobs += [(voice, v, s) for v in variants if v != "unadapted" for s in budgets]
+    # variant by variant across the voices, so that an interrupted run has every voice's first variants
+    jobs.sort(key=lambda j: (ALL.index(j[1]), j[2]))
     with tempfile.TemporaryDirectory() as tmp:
-        for voice, folder_or_pair in args.voices:
-            refs_path, held_path = folder_or_pair
-            refs, held = (
-                read_manifest(refs_path, require_duration=False),
-                read_manifest(held_path, require_duration=False),
-            )
-            held_audio = [load_audio(u.audio, encoder.sampling_rate) for u in held]
-            total = sum(u.duration or 0 for u in refs)
-            if (voice, "real vs real", 0, None) not in cache:
-                for r in frame_rows(voice, encoder, args.base, refs, held, held_audio):
-                    cache[(voice, r["variant"], 0, None)] = r
-                    _append(args.cache, r)
-            rows += [cache[(voice, "real vs real", 0, None)], cache[(voice, "resynthesis", 0, None)]]
-            jobs = [(v, s) for v in variants if v != "unadapted" for s in args.seconds]
-            jobs = [("unadapted", 0)] * ("unadapted" in variants) + jobs
-            for variant, seconds in jobs:
-                if seconds > total + 1e-6 and seconds != min(args.seconds):
-                    continue  # the voice has too little audio for this budget
-                key = (voice, variant, seconds, None if variant == "unadapted" else args.steps)
-                if key not in cache:
-                    started = time.time()
-                    r = one(voice, variant, seconds, args, refs, held, held_audio, encoder, whisper, tmp)
-                    r["steps"] = key[3]
-                    r["bench_seconds"] = round(time.time() - started, 1)
-                    cache[key] = r
-                    _append(args.cache, r)
-                    print(json.dumps(r), flush=True)
-                rows.append(cache[key])
+        for voice, variant, seconds in jobs:
+            key = (voice, variant, seconds, None if variant == "unadapted" else args.steps)
+            if key not in cache and not args.render_only:
+                started = time.time()
+                r = one(voice, variant, seconds, args, *data[voice], encoder, whisper, tmp)
+                r["steps"] = key[3]
+                r["bench_seconds"] = round(time.time() - started, 1)
+                cache[key] = r
+                _append(args.cache, r)
+                print(json.dumps(r), flush=True)
+    order = {v: i for i, (v, _) in enumerate(args.voices)}
+    rows = [cache[(v, f, 0, None)] for v, _ in args.voices for f in ("real vs real", "resynthesis")]
+    for v, f, s in jobs:
+        key = (v, f, s, None if f == "unadapted" else args.steps)
+        rows.append(cache.get(key, {"voice": v, "variant": f, "budget_seconds": s, "missing": True}))
+    rank = {"real vs real": -2, "resynthesis": -1, **{name: i for i, name in enumerate(ALL)}}
+    rows.sort(key=lambda r: (order[r["voice"]], rank[r["variant"]], r.get("budget_seconds", 0)))
     return rows
 
 
@@ -175,6 +182,10 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        if r.get("missing"):
+            budget_s = f"{r['budget_seconds']:g} (budget)"
+            lines.append(f"| {r['voice']} | {r['variant']} | {budget_s} | not run | – | – | – | – |")
+            continue
         if r["variant"] in ("real vs real", "resynthesis"):
             what = "ceiling" if r["variant"] == "real vs real" else "base decoder on the target's own z"
             lines.append(f"| {r['voice']} | *{r['variant']}* ({what}) | – | {_ci(r)} | – | – | – | – |")
@@ -193,6 +204,7 @@ def plot(rows: list[dict], path: Path, label: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if not r.get("missing")]
     voices = list(dict.fromkeys(r["voice"] for r in rows))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     colours = dict(zip(voices, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
@@ -239,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--report", type=Path, default=HERE / "clone_cost.md")
     parser.add_argument("--cache", type=Path, help="per-row results, for resuming (default: beside the report)")
     parser.add_argument("--progress", action="store_true", help="progress bars for each clone")
+    parser.add_argument("--render-only", action="store_true", help="table and plot from the cache; runs nothing")
     args = parser.parse_args(argv)
     args.voices = [
         (n, (Path(d) / "refs.jsonl", Path(d) / "held.jsonl")) for n, d in (v.split("=", 1) for v in args.voice)
