@@ -19,9 +19,10 @@ real audio to score against). ``--manifest`` and ``--held-out`` give one voice d
 Two reference rows per voice frame the figures:
 - real vs real: the verifier's cosine of the voice's own reference recordings to its held-out
   audio, the ceiling;
-- resynthesis: the base's decoder given the posterior encoder's z of the held-out audio itself.
-  Adapters in the flow and text encoder can at best produce that z, so for a single-speaker
-  base this is what they can reach; only decoder-side changes go beyond it.
+- resynthesis: the base's decoder given the posterior encoder's z of the held-out audio itself:
+  how much of the target the base's decoder reproduces through its posterior. It is not an upper
+  bound for the prior-side adapters: a posterior completed on the base voice alone does not
+  invert other voices well, and adapters can find z's it does not.
 
 Results are kept per (voice, variant, budget) in ``--cache`` (JSONL), so a rerun resumes; the
 markdown table and the plot are rendered from every cached row of the run's configuration.
@@ -34,6 +35,7 @@ import datetime as dt
 import json
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -229,7 +231,9 @@ def plot(rows: list[dict], path: Path, label: str) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_title("solid: real vs real; dotted: unadapted base", fontsize=9)
     axes[1].legend(fontsize=7, ncol=2)
-    fig.suptitle(label or "few-shot cloning cost axis")
+    axes[1].axhline(0.20, color="grey", ls="--", lw=1)
+    axes[1].text(axes[1].get_xlim()[0], 0.205, " WER 0.20 (issue 13's bar)", fontsize=7, color="grey")
+    fig.suptitle(textwrap.fill(label or "few-shot cloning cost axis", 150), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -83,10 +83,10 @@ def librivox(folder: Path) -> Path:
     """The real LibriVox reader: three clips for references (about 15 s), two held out."""
     folder.mkdir(parents=True, exist_ok=True)
     transcripts = json.loads((LIBRIVOX / "transcripts.json").read_text(encoding="utf-8"))
-    rows = [
-        {"audio_filepath": str((LIBRIVOX / name).resolve()), "text": text, "duration": round(sf.info(LIBRIVOX / name).duration, 3)}
-        for name, text in sorted(transcripts.items())
-    ]  # fmt: skip
+    rows = []
+    for name, text in sorted(transcripts.items()):
+        path = (LIBRIVOX / name).resolve()
+        rows.append({"audio_filepath": str(path), "text": text, "duration": round(sf.info(path).duration, 3)})
     held = [rows[1], rows[4]]  # 0880 and 0930, 6.3 s
     write(folder / "refs.jsonl", [r for r in rows if r not in held])
     write(folder / "held.jsonl", held)
