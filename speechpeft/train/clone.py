@@ -27,7 +27,6 @@ from ..data import load_audio
 from ..errors import SpeechPeftError
 from ..fs import atomic_dir
 from ..models.vits import VitsHost
-from ..models.vits_build import TRAINING_SIDE
 from .mel import LogMel, mel_l1
 
 SPEAKER_FILE = "speaker.safetensors"
@@ -98,7 +97,7 @@ def clone(host: VitsHost, refs: Sequence[Reference], opts: CloneOptions) -> dict
     """
     if len(refs) < 2:
         raise SpeechPeftError(f"clone needs at least 2 references (one is held out), got {len(refs)}")
-    if any(TRAINING_SIDE.fullmatch(n) and n.startswith("posterior_encoder") for n in host.missing):
+    if any(n.startswith("posterior_encoder.") for n in host.missing):
         base = getattr(host.config, "_name_or_path", "") or "BASE"
         raise SpeechPeftError(
             f"{base}: this voice has no posterior encoder (an inference-only export), which cloning trains against; "

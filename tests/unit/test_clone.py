@@ -137,3 +137,24 @@ def test_a_manifest_alone_defines_the_references_and_folders_are_searched_recurs
     assert json.loads((tmp_path / "b" / "clone.json").read_text())["references"] == 6
     code = main(["clone", "--base", str(base), "-o", str(tmp_path / "c"), *common])
     assert code == 2 and "give the references" in capsys.readouterr().err and not (tmp_path / "c").exists()
+
+
+def test_usat_decoder_trains_decoder_adapters_by_mel_and_synthesize_uses_them(tmp_path, refs):
+    from safetensors.torch import load_file
+
+    base = make_tiny_vits_dir(tmp_path / "base", num_speakers=1)
+    args = ["clone", "--base", str(base), "--manifest", str(refs), "--name", "k", "--no-progress"]
+    outs = {}
+    for variant in ("usat", "usat-decoder"):
+        outs[variant] = tmp_path / variant
+        assert main([*args, "-o", str(outs[variant]), "--steps", "4", "--variant", variant]) == 0
+    tensors = load_file(str(outs["usat-decoder"] / "adapter_model.safetensors"))
+    decoder = [k for k in tensors if k.startswith("decoder.") and k.endswith(".up.weight")]
+    assert decoder and any(tensors[k].abs().sum() > 0 for k in decoder)  # trained away from the zero init
+    assert not any(k.startswith("decoder.") for k in load_file(str(outs["usat"] / "adapter_model.safetensors")))
+    waves = []
+    for variant, out in outs.items():
+        wav = tmp_path / f"{variant}.wav"
+        assert main(["synthesize", "--base", str(base), "--speaker", str(out), "hello cat", "-o", str(wav)]) == 0
+        waves.append(sf.read(wav)[0])
+    assert len(waves[0]) != len(waves[1]) or np.abs(waves[0] - waves[1]).max() > 1e-4
