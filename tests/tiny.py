@@ -290,3 +290,19 @@ def write_tiny_cpt_recipe(path: Path, model_dir: Path, audio: Path, output_dir: 
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def random_lora_adapter(model: str | Path, out: Path, seed: int, std: float, targets: str = "all_linear") -> Path:
+    """A LoRA adapter for ``model`` (a path or hub id) with random non-zero B of spread ``std``:
+    it changes what the model computes (how much, by ``std``) without any training."""
+    from speechpeft.adapters import LoRAConfig, save_adapter
+    from speechpeft.models import load_whisper
+
+    host = load_whisper(str(model), device="cpu")
+    host.inject(LoRAConfig(rank=4, alpha=8, targets=targets))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in host.model.named_parameters():
+            if p.requires_grad and name.endswith("lora_B.weight"):
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    return save_adapter(host.model, out)

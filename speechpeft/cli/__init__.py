@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..errors import SpeechPeftError
-from . import adapters, evaluate, export, train, transcribe, tts
+from . import adapters, demo, evaluate, export, train, transcribe, tts
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,11 +28,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_parser(sub)
     tts.add_parsers(sub)
     adapters.add_parser(sub)
+    demo.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a user error prints one line on stderr and returns 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["demo"]:  # the demo page parses its own options (demos/app.py)
+        try:
+            return demo.run(argv[1:])
+        except SpeechPeftError as e:
+            print(f"speechpeft: error: {e}", file=sys.stderr)
+            return 2
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help, --version, or a usage error already printed

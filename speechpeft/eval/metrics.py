@@ -84,3 +84,36 @@ def pooled(counts: Sequence[Counts], metric: str) -> ErrorRate:
 def error_rate(refs: Sequence[str], hyps: Sequence[str], metric: str, normalise: Normaliser) -> ErrorRate:
     """Corpus-pooled CER or WER after normalising both sides (see ``utterance_counts``)."""
     return pooled(utterance_counts(refs, hyps, metric, normalise), metric)
+
+
+def aligned_units(ref: str, hyp: str, metric: str, normalise: Normaliser) -> list[tuple[str, str]]:
+    """The hypothesis aligned to the reference, unit by unit, for showing a diff.
+
+    Each item is ``(text, op)`` with op one of ``"equal"``, ``"substitute"`` (the hypothesis'
+    unit, then the reference's in brackets), ``"insert"`` (in the hypothesis only) and
+    ``"delete"`` (in the reference only); the counts agree with ``error_rate`` on the pair.
+
+    Raises:
+        SpeechPeftError: unknown metric.
+    """
+    if metric not in ("cer", "wer"):
+        raise SpeechPeftError(f"metric must be 'cer' or 'wer', got {metric!r}")
+    r, h = units(normalise(ref), metric), units(normalise(hyp), metric)
+    if not r or not h:
+        return [(u, "delete") for u in r] + [(u, "insert") for u in h]
+    if metric == "cer":
+        chunks = jiwer.process_characters("".join(r), "".join(h)).alignments[0]
+    else:
+        chunks = jiwer.process_words(" ".join(r), " ".join(h)).alignments[0]
+    out: list[tuple[str, str]] = []
+    for chunk in chunks:
+        ref_part, hyp_part = r[chunk.ref_start_idx : chunk.ref_end_idx], h[chunk.hyp_start_idx : chunk.hyp_end_idx]
+        if chunk.type == "equal":
+            out += [(u, "equal") for u in hyp_part]
+        elif chunk.type == "substitute":
+            out += [(f"{a} [{b}]", "substitute") for a, b in zip(hyp_part, ref_part, strict=True)]
+        elif chunk.type == "insert":
+            out += [(u, "insert") for u in hyp_part]
+        else:
+            out += [(u, "delete") for u in ref_part]
+    return out

@@ -70,6 +70,7 @@ class TranscribeOutcome:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (where, one-line reason)
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
+    mixed_batch: bool = False  # every adapter decoded in one batch through the adapter bank
 
 
 def transcribe_files(jobs: Sequence[Job], opts: TranscribeOptions, host: ASRHost | None = None) -> TranscribeOutcome:
@@ -98,6 +99,7 @@ def transcribe_files(jobs: Sequence[Job], opts: TranscribeOptions, host: ASRHost
     with tqdm(total=total, desc="transcribe", bar_format=fmt, disable=not opts.progress) as bar:
         if len(groups) > 1 and _bankable(groups, opts):  # one mixed batch: each file its own adapter
             mixed, ids = _load_bank(host, groups, opts, full_window, out, bar)
+            out.mixed_batch = True
             try:
                 for job, segments in decode(host, mixed, opts, bar, out, ids):
                     _write(job, segments, opts, _meta(host, opts, job.adapter), out)

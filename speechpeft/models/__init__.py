@@ -15,7 +15,7 @@ from .wav2vec2 import PRESETS as WAV2VEC2_PRESETS
 from .wav2vec2 import Wav2Vec2Host, load_wav2vec2
 from .wav2vec2_pretrain import PretrainSettings, Wav2Vec2PretrainHost
 from .whisper import PRESETS as WHISPER_PRESETS
-from .whisper import WhisperHost, load_whisper
+from .whisper import WhisperHost, load_whisper, whisper_languages
 
 __all__ = [
     "WAV2VEC2_PRESETS",
@@ -34,4 +34,5 @@ __all__ = [
     "register_host",
     "register_pretrain_host",
     "registered_hosts",
+    "whisper_languages",
 ]

@@ -417,3 +417,10 @@ def load_whisper(
 
 
 register_host("whisper", load_whisper)
+
+
+def whisper_languages() -> dict[str, str]:
+    """Whisper's languages, code -> English name (``{"en": "english", "zh": "chinese", ...}``)."""
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    return dict(LANGUAGES)

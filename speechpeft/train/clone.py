@@ -12,7 +12,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,10 +87,16 @@ def load_references(refs: Sequence[Reference], rate: int) -> list[np.ndarray]:
     return arrays
 
 
-def clone(host: VitsHost, refs: Sequence[Reference], opts: CloneOptions) -> dict[str, Any]:
+def clone(
+    host: VitsHost,
+    refs: Sequence[Reference],
+    opts: CloneOptions,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> dict[str, Any]:
     """Adapt ``host`` to the speaker of ``refs`` and write the speaker directory ``opts.output``.
 
-    Returns the report (also written as ``clone.json``).
+    Returns the report (also written as ``clone.json``). ``on_step(step, steps, loss)`` is called
+    after every update (a page's progress bar; the terminal gets tqdm's).
 
     Raises:
         SpeechPeftError: too few references (2 at least), or bad audio or text (one line each).
@@ -126,7 +132,7 @@ def clone(host: VitsHost, refs: Sequence[Reference], opts: CloneOptions) -> dict
     host.model.train()
     rng = random.Random(opts.seed)
     bar = tqdm(range(opts.steps), desc=f"clone {opts.name}", unit="step", disable=not opts.progress)
-    for _ in bar:
+    for step in bar:
         pick = [train[i] for i in rng.sample(range(len(train)), min(opts.batch_size, len(train)))]
         b = _batch(host, arrays, ids, mask, pick, stats)
         out = host.loss(*b[:4], speaker, posterior=b[4], keep_z=mel is not None)
@@ -138,6 +144,8 @@ def clone(host: VitsHost, refs: Sequence[Reference], opts: CloneOptions) -> dict
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if on_step is not None:
+            on_step(step + 1, opts.steps, float(loss.item()))
     host.model.eval()
     after = _held_out_loss(host, batches["held"], speaker, opts.seed)
     added = sum(p.numel() for p in params)
