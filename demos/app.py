@@ -22,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from service import Demo, DemoConfig, one_line  # noqa: E402
 
+from speechpeft.eval import NORMALISERS  # noqa: E402
+
 LIMIT_NOTE = "Audio up to {s:g} s and {mb:g} MB; uploads stay in a private temp folder, deleted when the demo stops."
 OPS = {  # how each aligned unit of a Compare diff is shown
     "equal": "",
@@ -108,20 +110,26 @@ def _compare_tab(gr, demo: Demo, languages):
             with gr.Row():
                 language = gr.Dropdown(languages, value="", label="language", elem_id="c-lang")
                 beam = gr.Slider(1, 5, value=1, step=1, label="beam", elem_id="c-beam")
-            reference = gr.Textbox(label="reference text (optional): WER and a diff per output", elem_id="c-ref")
+            with gr.Row():
+                reference = gr.Textbox(label="reference text (optional): WER and a diff per output", elem_id="c-ref",
+                                       scale=3)  # fmt: skip
+                normaliser = gr.Dropdown(list(NORMALISERS), value="basic", label="normaliser", elem_id="c-norm")
             go = gr.Button("Compare", variant="primary", elem_id="c-go")
         with gr.Column():
             status = gr.Textbox(label="status", interactive=False, elem_id="c-status")
             table = gr.HTML(elem_id="c-table")
 
-    def run(audio, model, adapters, language, beam, reference):
-        out, err = one_line(lambda: demo.compare(audio, model, adapters, language, beam, reference), demo.workspace)
+    def run(audio, model, adapters, language, beam, reference, normaliser):
+        out, err = one_line(lambda: demo.compare(audio, model, adapters, language, beam, reference, normaliser),
+                            demo.workspace)  # fmt: skip
         if err:
             return err, ""
-        how = "one mixed-adapter batch" if out.mixed_batch else "one adapter at a time"
-        return f"{len(out.rows)} output(s) in {out.wall_seconds:.2f} s ({how})", _compare_html(out)
+        result, scores = out
+        how = "one mixed-adapter batch" if result.mixed_batch else "one adapter at a time"
+        return f"{len(result.rows)} output(s) in {result.wall_seconds:.2f} s ({how})", _compare_html(result, scores)
 
-    go.click(run, [audio, model, adapters, language, beam, reference], [status, table], api_name="compare", **ASR)
+    inputs = [audio, model, adapters, language, beam, reference, normaliser]
+    go.click(run, inputs, [status, table], api_name="compare", **ASR)
     return adapters
 
 
@@ -146,6 +154,7 @@ def _clone_tab(gr, demo: Demo):
             status = gr.Textbox(label="status", interactive=False, elem_id="k-status")
             say = gr.Textbox("The quick brown fox jumps over the lazy dog.", label="text to say", elem_id="k-say")
             speak = gr.Button("Speak", elem_id="k-speak")
+            spoken = gr.Textbox(label="speech", interactive=False, elem_id="k-spoken")
             audio = gr.Audio(label="the cloned voice", type="numpy", interactive=False, elem_id="k-audio")
             similarity = gr.Markdown(elem_id="k-sim")
 
@@ -180,7 +189,7 @@ def _clone_tab(gr, demo: Demo):
         )
 
     go.click(train, [files, recording, texts, name, steps], [status, speaker], api_name="clone", **TRAIN)
-    speak.click(talk, [speaker, say], [status, audio, similarity], api_name="speak", concurrency_id="tts",
+    speak.click(talk, [speaker, say], [spoken, audio, similarity], api_name="speak", concurrency_id="tts",
                 concurrency_limit=1)  # fmt: skip
 
 
@@ -189,27 +198,32 @@ def _clock(seconds: float) -> str:
     return f"{int(m):02d}:{s:05.2f}"
 
 
-def _compare_html(result) -> str:
+def _compare_html(result, scores) -> str:
     rows = []
-    for row in result.rows:
+    for row, score in zip(result.rows, scores, strict=True):
         label = html.escape(row.adapter or "bare model")
         if row.error:
-            body, score = f'<span style="color:#b91c1c">{html.escape(row.error)}</span>', "–"
-        elif row.diff:
-            body = " ".join(f'<span class="op-{op}" style="{OPS[op]}">{html.escape(u)}</span>' for u, op in row.diff)
-            score = f"{row.score:.3f}"
+            body, rate = f'<span style="color:#b91c1c">{html.escape(row.error)}</span>', "–"
+        elif score is not None:
+            body = " ".join(f'<span class="op-{op}" style="{OPS[op]}">{html.escape(u)}</span>' for u, op in score.diff)
+            rate = f"{score.rate:.3f}"
         else:
-            body, score = html.escape(row.text), "–"
+            body, rate = html.escape(row.text), "–"
         rows.append(
-            f'<tr class="compare-row"><td><b>{label}</b></td><td class="compare-text">{body}</td><td>{score}</td></tr>'
+            f'<tr class="compare-row"><td><b>{label}</b></td><td class="compare-text">{body}</td><td>{rate}</td></tr>'
         )
-    metric = (result.metric or "wer").upper()
+    metric = next((s.metric for s in scores if s is not None), "wer").upper()
     head = f"<tr><th>model</th><th>output</th><th>{metric}</th></tr>"
     return f'<table id="compare-table" style="width:100%">{head}{"".join(rows)}</table>'
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, like every other speechpeft error
+        self.exit(2, f"speechpeft: error: demo: {message} (see 'speechpeft demo --help')\n")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="speechpeft demo", description="The speechpeft Gradio demo.")
+    p = _Parser(prog="speechpeft demo", description="The speechpeft Gradio demo.")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="open a public Gradio share link (off by default)")
@@ -249,7 +263,10 @@ def launch(demo: Demo, host: str = "127.0.0.1", port: int = 7860, share: bool = 
 def main(argv: list[str] | None = None) -> int:
     from speechpeft.errors import SpeechPeftError
 
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except SystemExit as e:  # --help, or a usage error already printed
+        return e.code if isinstance(e.code, int) else 2
     try:
         import gradio  # noqa: F401
     except ImportError:

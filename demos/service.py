@@ -32,8 +32,10 @@ import numpy as np
 from speechpeft.adapters.catalog import AdapterEntry, find_adapters
 from speechpeft.data import audio_duration
 from speechpeft.errors import SpeechPeftError
+from speechpeft.eval import error_rate, make_normaliser
+from speechpeft.eval.metrics import aligned_units
 from speechpeft.eval.tts import speaker_similarity
-from speechpeft.infer import FORMATS, Job, TranscribeOptions, compare_adapters, transcribe_files
+from speechpeft.infer import FORMATS, Comparison, Job, TranscribeOptions, compare_adapters, transcribe_files
 from speechpeft.models import load_host
 from speechpeft.models.speaker_encoder import load_speaker_encoder
 from speechpeft.models.vits import VitsHost
@@ -118,10 +120,12 @@ class Workspace:
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def scrub(self, message: str, uploads: list[Upload] = ()) -> str:
+    def scrub(self, message: str, uploads: list[Upload] = (), names: dict[str, str] | None = None) -> str:
         """The message with our private paths replaced by the names the user knows."""
         for u in uploads:
             message = message.replace(str(u.path), u.name)
+        for path, name in (names or {}).items():
+            message = message.replace(path, name)
         return message.replace(str(self.root), "<workspace>")
 
 
@@ -174,6 +178,10 @@ class Demo:
         if refresh or not self._adapters:
             self._adapters = find_adapters(self.config.adapters)
         return self._adapters
+
+    def _scrub(self, message: str, uploads: list[Upload] = ()) -> str:
+        """``Workspace.scrub``, with adapter folders shown by their names in the menu."""
+        return self.workspace.scrub(message, uploads, {str(e.path): e.name for e in self._adapters})
 
     def adapter_path(self, name: str | None) -> str | None:
         if not name:
@@ -233,7 +241,7 @@ class Demo:
         with self._decode_lock:
             outcome = transcribe_files([job], opts, host=host)
         if outcome.failures:
-            raise DemoError(self.workspace.scrub(outcome.failures[0][1], [upload]))
+            raise DemoError(self._scrub(outcome.failures[0][1], [upload]))
         files = {Path(p).suffix: Path(p) for p in outcome.written}
         record = json.loads(files[".json"].read_text("utf-8"))
         renamed = []
@@ -245,8 +253,9 @@ class Demo:
         return record["segments"], record["text"], renamed
 
     def compare(self, audio: str | None, model: str, adapters: list[str], language: str | None, beam: int,
-                reference: str | None):  # fmt: skip
-        """The bare model and up to ``max_compare`` adapters on one upload (speechpeft.infer.Comparison)."""
+                reference: str | None, normaliser: str = "basic") -> tuple[Comparison, list[Score | None]]:  # fmt: skip
+        """The bare model and up to ``max_compare`` adapters on one upload, each row scored when a
+        reference is given."""
         adapters = [a for a in (adapters or []) if a]
         if len(adapters) > self.config.max_compare:
             raise DemoError(f"pick at most {self.config.max_compare} adapters, got {len(adapters)}")
@@ -255,15 +264,16 @@ class Demo:
         host = self.asr(model)
         paths = [None] + [self.adapter_path(a) for a in adapters]
         with self._decode_lock:
-            result = compare_adapters(
-                host, upload.path, paths, folder / "rows", language=language or None, beam=int(beam),
-                reference=(reference or "").strip() or None, metric="wer",
-            )  # fmt: skip
+            result = compare_adapters(host, upload.path, paths, folder / "rows", language=language or None,
+                                      beam=int(beam))  # fmt: skip
+        reference = (reference or "").strip()
+        scores: list[Score | None] = []
         for row, name in zip(result.rows, [None, *adapters], strict=True):
             row.adapter = name
             if row.error:
-                row.error = self.workspace.scrub(row.error, [upload])
-        return result
+                row.error = self._scrub(row.error, [upload])
+            scores.append(score(reference, row.text, normaliser) if reference and not row.error else None)
+        return result, scores
 
     def clone(self, files: list[str], recording: str | None, transcripts: str, name: str, steps: int,
               language: str | None, on_step: OnStep = None) -> tuple[str, Speaker]:  # fmt: skip
@@ -339,6 +349,24 @@ class Demo:
     @staticmethod
     def _copy(base: VitsHost) -> VitsHost:
         return VitsHost(copy.deepcopy(base.model), base.front, list(base.missing))
+
+
+@dataclass(frozen=True)
+class Score:
+    metric: str
+    rate: float
+    diff: list[tuple[str, str]]  # (unit, op), speechpeft.eval.metrics.aligned_units
+
+
+def score(reference: str, text: str, normaliser: str, metric: str = "wer") -> Score:
+    """WER (or CER) of ``text`` against ``reference``, with the aligned units for a diff.
+
+    Raises:
+        SpeechPeftError: unknown normaliser, or a reference with no words after normalising.
+    """
+    normalise = make_normaliser(normaliser)
+    rate = error_rate([reference], [text], metric, normalise).rate
+    return Score(metric, rate, aligned_units(reference, text, metric, normalise))
 
 
 def one_line(action: Callable[[], Any], workspace: Workspace) -> tuple[Any, str | None]:

@@ -2,20 +2,18 @@
 
 Every row is one job of ``transcribe_files``, so a comparison decodes exactly as
 ``speechpeft transcribe`` would: low-rank adapters share one mixed batch through the adapter
-bank, other kinds take turns. Scores against a reference, when one is given, use the same
-normaliser and pooling as ``speechpeft evaluate``.
+bank, other kinds take turns. Scoring the rows against a reference is the caller's
+(``speechpeft.eval.error_rate`` and ``aligned_units``, as ``speechpeft evaluate`` scores).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SpeechPeftError
-from ..eval import error_rate, make_normaliser
-from ..eval.metrics import aligned_units
 from ..fs import link_or_copy
 from ..models import ASRHost
 from .inputs import Job
@@ -29,8 +27,6 @@ class CompareRow:
     adapter: str | None  # None: the bare model
     text: str = ""
     error: str | None = None  # one line, when this row failed
-    score: float | None = None  # WER or CER against the reference
-    diff: list[tuple[str, str]] = field(default_factory=list)  # (unit, op) from aligned_units
 
 
 @dataclass
@@ -38,7 +34,6 @@ class Comparison:
     rows: list[CompareRow]
     wall_seconds: float
     mixed_batch: bool  # True when every row was decoded in one batch
-    metric: str | None = None
 
 
 def compare_adapters(
@@ -49,21 +44,17 @@ def compare_adapters(
     *,
     language: str | None = None,
     beam: int = 1,
-    reference: str | None = None,
-    metric: str = "wer",
-    normaliser: str = "basic",
 ) -> Comparison:
     """Decode ``audio`` once per entry of ``adapters`` (None: the bare model) in one call.
 
     ``work_dir`` receives one hard link of the audio per row and the rows' JSON transcripts.
 
     Raises:
-        SpeechPeftError: no rows, too many rows, or an unknown metric/normaliser. A row whose
-            adapter fails (unreadable, made for another base) carries its one-line error instead.
+        SpeechPeftError: no rows, or too many. A row whose adapter fails (unreadable, made for
+            another base) carries its one-line error instead.
     """
     if not adapters or len(adapters) > MAX_ROWS:
         raise SpeechPeftError(f"compare takes 1 to {MAX_ROWS} rows, got {len(adapters)}")
-    normalise = make_normaliser(normaliser) if reference else None
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     source = Path(audio)
@@ -86,8 +77,5 @@ def compare_adapters(
             row.error = failed[job.where]
         else:
             row.text = json.loads((opts.output_dir / f"{job.audio.stem}.json").read_text("utf-8"))["text"]
-            if reference and normalise is not None:
-                row.score = error_rate([reference], [row.text], metric, normalise).rate
-                row.diff = aligned_units(reference, row.text, metric, normalise)
         rows.append(row)
-    return Comparison(rows, outcome.wall_seconds, outcome.mixed_batch, metric if reference else None)
+    return Comparison(rows, outcome.wall_seconds, outcome.mixed_batch)

@@ -64,7 +64,7 @@ def test_transcribe_downloads_are_what_the_cli_writes(served, tmp_path):
 
 def test_compare_gives_one_row_per_adapter_from_one_mixed_batch_equal_to_separate_runs(served, tmp_path):
     status, table = served["client"].predict(
-        handle_file(served["root"] / "clip.wav"), served["model"], ["a1", "a2"], "", 1, "", api_name="/compare"
+        handle_file(served["root"] / "clip.wav"), served["model"], ["a1", "a2"], "", 1, "", "basic", api_name="/compare"
     )
     assert "3 output(s)" in status and "one mixed-adapter batch" in status, status
     assert table.count('class="compare-row"') == 3
@@ -78,7 +78,14 @@ def test_compare_gives_one_row_per_adapter_from_one_mixed_batch_equal_to_separat
 
 def test_compare_with_a_reference_scores_and_highlights_each_output(served):
     _, table = served["client"].predict(
-        handle_file(served["root"] / "clip.wav"), served["model"], ["a1"], "", 1, "hello world", api_name="/compare"
+        handle_file(served["root"] / "clip.wav"),
+        served["model"],
+        ["a1"],
+        "",
+        1,
+        "hello world",
+        "basic",
+        api_name="/compare",
     )
     assert "<th>WER</th>" in table and table.count('class="compare-row"') == 2
     assert "[hello]" in table or 'class="op-delete"' in table  # the reference's words appear in the diff
@@ -121,9 +128,9 @@ def _bad(served, tmp_path, case):
     "case, message",
     [
         ("empty", "empty.wav: the file is empty (0 bytes)"),
-        ("corrupt", "corrupt.wav"),
+        ("corrupt", "cannot decode 'corrupt.wav'"),
         ("too long", "long.wav: 9.0 s of audio; this demo takes at most 8 s"),
-        ("other base", "other-base"),
+        ("other base", "adapter 'other-base' was made for base"),
     ],
 )
 def test_bad_input_is_one_line_without_private_paths_and_the_app_keeps_serving(served, tmp_path, case, message):
