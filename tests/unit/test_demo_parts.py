@@ -65,3 +65,25 @@ def test_speechpeft_demo_parses_its_own_options_with_one_line_errors(capsys):
     assert err.count("\n") == 1 and err.startswith("speechpeft: error: demo: argument --port")
     assert main(["demo", "--max-seconds", "0"]) == 2
     assert capsys.readouterr().err == "speechpeft: error: max_seconds and max_upload_mb must be > 0\n"
+
+
+def test_uploads_are_copied_under_generated_names_and_the_workspace_goes_with_the_demo(tmp_path):
+    import sys
+
+    import soundfile as sf
+
+    sys.path.insert(0, str(__import__("demo_helpers").DEMOS))
+    from service import Demo, DemoConfig, DemoError
+
+    sent = tmp_path / "my clip (final).wav"
+    sf.write(sent, np.zeros(16_000, np.float32) + 0.1, 16_000)
+    demo = Demo(DemoConfig(max_seconds=0.5))
+    root = demo.workspace.root
+    folder = demo.workspace.request()
+    with pytest.raises(DemoError, match=r"^my clip \(final\).wav: 1.0 s of audio; this demo takes at most 0.5 s$"):
+        demo.intake(str(sent), folder, demo.config.max_seconds)
+    upload = demo.intake(str(sent), folder, None)
+    assert upload.path.parent == folder and upload.path.name.startswith("upload-") and upload.path.suffix == ".wav"
+    assert upload.name == sent.name and upload.seconds == 1.0
+    demo.close()
+    assert not root.exists()

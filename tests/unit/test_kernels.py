@@ -81,6 +81,27 @@ for dtype, ids in itertools.product((torch.float32, torch.float16), ([2, -1, 0, 
     if (ids < 0).all():
         torch.testing.assert_close(want, torch.nn.functional.linear(x, w, bias))
     print("tiles ok", dtype, ids.tolist())
+# Ranks past one rank tile (64): r=128 and a ragged r=100, with T and d_out past one tile too; ids
+# mixed with -1, and all -1. Before rank tiling, ranks 64.. were silently dropped.
+for r, ids in itertools.product((128, 100), ([1, -1, 0], [-1, -1, -1])):
+    x = torch.randn(3, 70, 96, generator=g)
+    w = torch.randn(150, 96, generator=g) / 96**0.5
+    a = torch.randn(2, r, 96, generator=g) / 96**0.5
+    b = torch.randn(2, 150, r, generator=g) / r**0.5
+    ids, scale = torch.tensor(ids), torch.rand(2, generator=g) + 0.5
+    torch.testing.assert_close(triton_lora.batched_lora(x, w, None, ids, a, b, scale),
+                               reference.batched_lora(x, w, None, ids, a, b, scale), atol=1e-4, rtol=1e-4)
+    lam = torch.randn(2, r, generator=g)
+    a0, b0 = a[0].contiguous(), b[0].contiguous()
+    torch.testing.assert_close(triton_lora.batched_s2lora(x, w, None, ids, a0, b0, lam, 0.7),
+                               reference.batched_s2lora(x, w, None, ids, a0, b0, lam, 0.7), atol=1e-4, rtol=1e-4)
+    print("rank ok", r, ids.tolist())
+# An id past the bank (bank_ids refuses it before any kernel runs) reads nothing out of bounds.
+x, w = torch.randn(2, 5, 32, generator=g), torch.randn(40, 32, generator=g)
+a, b = torch.randn(1, 4, 32, generator=g), torch.randn(1, 40, 4, generator=g)
+y = triton_lora.batched_lora(x, w, None, torch.tensor([1, 5]), a, b, torch.ones(1))
+torch.testing.assert_close(y, torch.nn.functional.linear(x, w))
+print("bounds ok")
 """
 
 
@@ -90,8 +111,9 @@ def test_triton_kernels_match_the_reference_in_the_interpreter():
     out = subprocess.run([sys.executable, "-c", KERNEL_CHECK], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=600)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.count("ok") - out.stdout.count("tiles ok") == 16  # d x r x N x dtype
+    assert out.stdout.count("ok") - out.stdout.count(" ok") == 16  # d x r x N x dtype
     assert out.stdout.count("tiles ok") == 4
+    assert out.stdout.count("rank ok") == 4 and "bounds ok" in out.stdout
 
 
 def test_launcher_asserts_shapes_and_contiguity():
