@@ -91,6 +91,22 @@ def load_bank(model: nn.Module, paths: Sequence[str | Path], check_base: bool = 
     files = [read_adapter(p) for p in paths]
     for af in files:
         check_adapter_base(model, af, check_base)
+    return load_bank_files(model, files)
+
+
+def load_bank_files(model: nn.Module, files: Sequence[AdapterFile]) -> list[str]:
+    """``load_bank`` for adapter files already read and checked against ``model`` (a server's pool
+    reads and verifies each file once, then rebuilds the bank from memory as its set changes).
+
+    Raises:
+        SpeechPeftError: no files, a model that already holds adapters, or a kind that is not a low-rank update.
+    """
+    from .inject import adapter_layers
+
+    if not files:
+        raise SpeechPeftError("load_bank needs at least one adapter")
+    if adapter_layers(model) or bank_layers(model):
+        raise SpeechPeftError("the model already holds adapters; unload them before loading a bank")
     names = sorted(set().union(*(af.targets for af in files)))
     shared = _shared_basis(files)
     for name in names:

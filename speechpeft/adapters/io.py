@@ -308,15 +308,17 @@ def _base_weight(module: nn.Module) -> torch.Tensor:
 
 
 def describe_targets(model: nn.Module, names: list[str]) -> dict[str, tuple[int, int]]:
-    """(d_out, d_in) of each named linear module (wrapped or not); missing ones are left out."""
+    """(d_out, d_in) of each named linear module (wrapped or not, by an adapter or an adapter bank);
+    missing ones are left out."""
     out = {}
     for name in sorted(names):
         try:
             module = model.get_submodule(name)
         except AttributeError:
             continue
-        if isinstance(module, (nn.Linear, nn.Conv1d, AdapterLayer)):
-            out[name] = features(module.base_layer if isinstance(module, AdapterLayer) else module)
+        base = getattr(module, "base_layer", module)  # an adapter layer, or a bank's layer, wraps it
+        if isinstance(base, (nn.Linear, nn.Conv1d)):
+            out[name] = features(base)
     return out
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..errors import SpeechPeftError
-from . import adapters, demo, evaluate, export, train, transcribe, tts
+from . import adapters, demo, evaluate, export, serve, train, transcribe, tts
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     tts.add_parsers(sub)
     adapters.add_parser(sub)
     demo.add_parser(sub)
+    serve.add_parser(sub)
     return parser
 
 

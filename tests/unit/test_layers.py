@@ -19,8 +19,9 @@ ALLOWED = {
     "eval": set(LOWER) | {"data", "eval"},
     "train": set(LOWER) | {"data", "eval", "train"},
     "infer": set(LOWER) | {"data", "infer"},
+    "serve": set(LOWER) | {"data", "infer", "serve"},
     "api": set(LOWER) | {"data", "eval", "train", "infer", "api"},  # speechpeft/__init__.py
-    "cli": set(LOWER) | {"data", "eval", "train", "infer", "api", "cli"},
+    "cli": set(LOWER) | {"data", "eval", "train", "infer", "serve", "api", "cli"},
 }
 BASE_MODULES = {"errors", "fs"}
 
