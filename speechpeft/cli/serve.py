@@ -18,6 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-upload-mb", type=float, default=50.0)
     p.add_argument("--max-seconds", type=float, default=1800.0, help="longest audio accepted")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds a request may take (504 after)")
+    p.add_argument("--strategy", default="mixed", choices=["mixed", "merged"],
+                   help="mixed: rows of many adapters in one batch (default); merged: one adapter at a time, merged")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.set_defaults(func=run)
 
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     opts = ServeOptions(
         base=args.base, adapters=args.adapters, capacity=args.capacity, max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms, queue_size=args.queue_size, max_upload_mb=args.max_upload_mb,
-        max_seconds=args.max_seconds, timeout_s=args.timeout,
+        max_seconds=args.max_seconds, timeout_s=args.timeout, strategy=args.strategy,
     )  # fmt: skip
     host = load_host(args.base, device=args.device)
     uvicorn.run(create_app(host, opts), host=args.host, port=args.port, log_level="info")

@@ -107,7 +107,7 @@ def transcribe_files(jobs: Sequence[Job], opts: TranscribeOptions, host: ASRHost
                 unload_bank(host.model)
             out.audio_seconds, out.wall_seconds = total, time.time() - started
             return out
-        slot = _AdapterSlot(host)
+        slot = AdapterSlot(host)
         try:
             for adapter, group in groups:
                 try:
@@ -165,7 +165,7 @@ def _groups(todo: list[tuple[Job, float]]) -> list[tuple[str | None, list[tuple[
     return list(groups.items())
 
 
-class _AdapterSlot:
+class AdapterSlot:
     """Holds one adapter at a time in the host, merged into the base weights while it decodes:
     decoding then costs what the bare model costs. The base weights are saved before the merge
     and copied back when the adapter leaves, so swapping never lets rounding drift accumulate."""

@@ -49,6 +49,7 @@ class ServeOptions:
     max_upload_mb: float = 50.0
     max_seconds: float = 1800.0
     timeout_s: float = 600.0
+    strategy: str = "mixed"  # or "merged": one adapter at a time, merged (speechpeft.serve.worker)
 
     @property
     def short_name(self) -> str:
@@ -65,7 +66,7 @@ def create_app(host: ASRHost, opts: ServeOptions) -> FastAPI:
     """The FastAPI application; the decode worker starts and stops with it."""
     metrics = Metrics()
     pool = AdapterPool(host, opts.adapters, opts.capacity)
-    worker = DecodeWorker(host, pool, opts.max_batch, opts.max_wait_ms, opts.queue_size, metrics.batch)
+    worker = DecodeWorker(host, pool, opts.max_batch, opts.max_wait_ms, opts.queue_size, metrics.batch, opts.strategy)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

@@ -20,10 +20,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import SpeechPeftError
+from ..infer.transcribe import AdapterSlot
 from ..models import ASRHost, Segment
 from .pool import AdapterPool
 
 RATE = 16_000
+# "mixed": rows of many adapters in one batch through the bank; "merged": one adapter at a time,
+# merged into the weights for its rows (what `speechpeft transcribe` does with one adapter)
+STRATEGIES = ("mixed", "merged")
 OnBatch = Callable[["BatchRecord", list["Request"]], None] | None  # told of every decode call (metrics)
 
 
@@ -58,9 +62,12 @@ class DecodeWorker:
     """Decodes submitted requests in batches on its own thread; ``submit`` returns a Future."""
 
     def __init__(self, host: ASRHost, pool: AdapterPool, max_batch: int = 8, max_wait_ms: float = 10.0,
-                 queue_size: int = 64, on_batch: OnBatch = None):  # fmt: skip
+                 queue_size: int = 64, on_batch: OnBatch = None, strategy: str = "mixed"):  # fmt: skip
         if max_batch < 1 or queue_size < 1:
             raise SpeechPeftError("max_batch and queue_size must be >= 1")
+        if strategy not in STRATEGIES:
+            raise SpeechPeftError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+        self.strategy = strategy
         self.host, self.pool = host, pool
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
         self.queue: queue.Queue[Request] = queue.Queue(maxsize=queue_size)
@@ -119,7 +126,7 @@ class DecodeWorker:
                 r.future.set_exception(e)
                 continue
             window = (loaded.window if loaded else None) or self._full_window
-            alone = r.adapter if loaded is not None and not loaded.bankable else None
+            alone = r.adapter if loaded is not None and (not loaded.bankable or self.strategy == "merged") else None
             long = r.seconds > min(window, self._full_window)
             groups.setdefault((r.language, r.task, window, alone, long), []).append(r)
         for (language, task, window, alone, _), rows in groups.items():
@@ -137,12 +144,16 @@ class DecodeWorker:
             self._finish(rows, self._run(rows, language, task, ids))
 
     def _decode_alone(self, name: str, rows: list[Request], language, task) -> None:
+        """One adapter's rows with the adapter merged into the weights (base weights restored after)."""
         self.pool.clear()
-        self.host.attach_adapter(self.pool.folder(name))
+        slot = AdapterSlot(self.host)
         try:
+            slot.use(str(self.pool.folder(name)), None, self._full_window)
             self._finish(rows, self._run(rows, language, task, None))
+        except SpeechPeftError as e:
+            self._finish(rows, e)
         finally:
-            self.host.detach_adapter()
+            slot.clear()
 
     def _run(self, rows: list[Request], language, task, ids) -> list[list[Segment]] | Exception:
         started = time.monotonic()
