@@ -54,7 +54,7 @@ class AdapterPool:
 
     def catalog(self) -> list[AdapterEntry]:
         """Every adapter folder under the root now (a new folder is listed without a restart)."""
-        return [e for e in find_adapters(self.root)] if self.root and self.root.is_dir() else []
+        return find_adapters(self.root) if self.root and self.root.is_dir() else []
 
     def folder(self, name: str) -> Path:
         """The folder of adapter ``name``, a path relative to the root that stays inside it.
