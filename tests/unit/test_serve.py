@@ -132,3 +132,23 @@ def test_fifty_requests_against_a_queue_of_eight_get_200_or_503_with_retry_after
             if r.status_code == 200:
                 assert r.json()["text"] == expected[ADAPTERS[i % 3]][CLIPS[i % 2].name]
         assert post(url, CLIPS[0], "base").json()["text"] == expected[None][CLIPS[0].name]
+
+
+def test_a_folder_added_after_start_is_served_and_its_file_is_read_once(setup, server, monkeypatch):
+    import shutil
+
+    import speechpeft.serve.pool as pool_module
+
+    root, _, expected = setup
+    url, _ = server
+    reads, real = [], pool_module.read_adapter
+    monkeypatch.setattr(pool_module, "read_adapter", lambda path: reads.append(str(path)) or real(path))
+    late = root / "adapters" / "late"
+    shutil.copytree(root / "adapters" / "a1", late)  # a1's weights under a new name
+    try:
+        assert "late" in [m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]]
+        for _ in range(3):
+            assert post(url, CLIPS[0], "late").json()["text"] == expected["a1"][CLIPS[0].name]
+        assert reads == [str(late)], reads
+    finally:
+        shutil.rmtree(late)
