@@ -18,8 +18,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-upload-mb", type=float, default=50.0)
     p.add_argument("--max-seconds", type=float, default=1800.0, help="longest audio accepted")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds a request may take (504 after)")
-    p.add_argument("--strategy", default="mixed", choices=["mixed", "merged"],
-                   help="mixed: rows of many adapters in one batch (default); merged: one adapter at a time, merged")
+    p.add_argument(
+        "--strategy",
+        default="mixed",
+        choices=["mixed", "merged"],
+        help="mixed: rows of many adapters in one batch (default); merged: one adapter at a time, merged",
+    )
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.set_defaults(func=run)
 
