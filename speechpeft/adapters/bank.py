@@ -2,7 +2,7 @@
 
 ``load_bank(model, [dir, ...])`` wraps each targeted ``nn.Linear`` once and stacks every
 adapter's weights beside it; ``with bank_ids(model, ids):`` sets the adapter of each batch row
-(-1: none) for the forward passes inside. LoRA and S2-LoRA adapters mix freely: S2-LoRA is
+(-1: none) for the forward passes inside, in the calling thread only. LoRA and S2-LoRA adapters mix freely: S2-LoRA is
 converted exactly to LoRA (A, scale·B·diag(λ)). When every adapter is S2-LoRA on one shared
 basis, the bank keeps the basis once and only the λ rows differ, and the shrink x·Aᵀ runs once
 for the whole batch. The kernels do the arithmetic (Triton on CUDA, the torch reference elsewhere).
@@ -14,6 +14,7 @@ row, as transformers does); each block of rows takes its utterance's adapter.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from .io import AdapterFile, check_adapter_base, read_adapter
 from .lora import PEFT_PREFIX
 from .s2lora import basis_key
 
+_ROWS = threading.local()  # per thread: {id(BankLinear): ids}; kept off the module so it deep-copies and saves
+
 
 class BankLinear(nn.Module):
     """A frozen ``nn.Linear`` with N adapters stacked; ``ids`` picks one per batch row."""
@@ -34,8 +37,20 @@ class BankLinear(nn.Module):
     def __init__(self, base_layer: nn.Linear):
         super().__init__()
         self.base_layer = base_layer
-        self.ids: torch.Tensor | None = None
         self.shared_basis = False
+
+    @property
+    def ids(self) -> torch.Tensor | None:
+        """This thread's per-row adapter ids (two threads decoding at once keep their own)."""
+        return getattr(_ROWS, "ids", {}).get(id(self))
+
+    @ids.setter
+    def ids(self, value: torch.Tensor | None) -> None:
+        rows = _ROWS.__dict__.setdefault("ids", {})
+        if value is None:
+            rows.pop(id(self), None)
+        else:
+            rows[id(self)] = value
 
     @property
     def weight(self) -> torch.Tensor:

@@ -18,7 +18,7 @@ from torch import nn
 from ..adapters import adapter_condition, adapter_layers, inject, load_adapter, register_presets, unload_adapter
 from ..errors import SpeechPeftError
 from .host import Segment, default_device, register_host
-from .whisper_generate import cache_suppression, quiet_generate_notices
+from .whisper_generate import cache_suppression, follow_batch_reductions, quiet_generate_notices, reduction_hook
 
 _BLOCK = r"(model\.)?(encoder|decoder)\.layers\.\d+\."
 _ATTN = r"(model\.)?(encoder\.layers\.\d+\.self_attn|decoder\.layers\.\d+\.(self_attn|encoder_attn))"
@@ -319,25 +319,19 @@ class WhisperHost:
         """Decode a batch where row i uses bank adapter ``ids[i]`` (-1: none); see ``adapters.bank``.
 
         transformers' Whisper generate drops finished items from its batch between passes; the
-        bank's ids follow (its ``_maybe_reduce_batch`` is wrapped for the duration), so every row
-        keeps its own adapter. Beam rows repeat their utterance's id.
+        bank's ids follow (``whisper_generate.follow_batch_reductions``), so every row keeps its
+        own adapter. Beam rows repeat their utterance's id. The ids are the calling thread's.
         """
         from ..adapters.bank import bank_ids, set_bank_ids
 
+        follow_batch_reductions(self.model)
         full = torch.as_tensor(list(ids), dtype=torch.int64, device=self.device)
-        original = self.model._maybe_reduce_batch
 
-        def reduce(input_features, seek, max_frames, cur_bsz, batch_idx_map):
-            out = original(input_features, seek, max_frames, cur_bsz, batch_idx_map)
-            set_bank_ids(self.model, full[torch.as_tensor(out[2], dtype=torch.int64, device=full.device)])
-            return out
+        def kept(rows) -> None:
+            set_bank_ids(self.model, full[torch.as_tensor(rows, dtype=torch.int64, device=full.device)])
 
-        with bank_ids(self.model, full):
-            self.model._maybe_reduce_batch = reduce
-            try:
-                yield
-            finally:
-                del self.model._maybe_reduce_batch
+        with bank_ids(self.model, full), reduction_hook(kept):
+            yield
 
     def _decode_kwargs(self, language: str | None, task: str, beam: int) -> dict[str, Any]:
         if task not in ("transcribe", "translate"):

@@ -1,13 +1,42 @@
-"""Two adjustments to transformers' Whisper generate, kept apart from the host: notices that
-users cannot act on are dropped, and the suppress-tokens mask is built once per decode."""
+"""Every adjustment speechpeft makes to transformers' Whisper generate, in one place, each
+installed once per model and checked against the transformers versions it was written for:
+
+- notices that users cannot act on are dropped;
+- the suppress-tokens mask is built once per decode;
+- the adapter bank's per-row ids follow the rows that long-form generate keeps as files finish.
+
+None of them changes per request: what differs between requests (the ids of a mixed-adapter
+batch) lives in the calling thread's state, so two threads decoding at once never see each
+other's.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
+
+from ..errors import SpeechPeftError
+
+TESTED_MAJORS = (5,)  # transformers major versions whose Whisper generate these were checked against
+_local = threading.local()
+
+
+def check_transformers() -> None:
+    """Raise SpeechPeftError when transformers is a major version these adjustments were not checked on."""
+    import transformers
+
+    major = int(transformers.__version__.split(".")[0])
+    if major not in TESTED_MAJORS:
+        raise SpeechPeftError(
+            f"mixed-adapter Whisper decoding was checked against transformers {', '.join(map(str, TESTED_MAJORS))}.x "
+            f"and this is {transformers.__version__}; pin transformers<{TESTED_MAJORS[-1] + 1}"
+        )
 
 
 class _DropGenerateNotices(logging.Filter):
@@ -60,3 +89,39 @@ def cache_suppression(model: nn.Module) -> None:
         ]
 
     model._retrieve_logit_processors = retrieve
+
+
+def follow_batch_reductions(model: nn.Module) -> None:
+    """Wrap ``model._maybe_reduce_batch`` once: after transformers' long-form generate drops
+    finished rows, the hook the calling thread registered (``reduction_hook``) gets the kept rows.
+
+    Raises:
+        SpeechPeftError: a transformers version this was not checked on, or one without the method.
+    """
+    if getattr(model, "_speechpeft_follows_reductions", False):
+        return
+    check_transformers()
+    original = getattr(model, "_maybe_reduce_batch", None)
+    if original is None:
+        raise SpeechPeftError("this transformers' Whisper has no _maybe_reduce_batch; mixed-adapter long-form needs it")
+
+    def reduce(*args: Any, **kwargs: Any) -> Any:
+        out = original(*args, **kwargs)  # (input_features, cur_bsz, batch_idx_map)
+        hook = getattr(_local, "hook", None)
+        if hook is not None:
+            hook(out[2])
+        return out
+
+    model._maybe_reduce_batch = reduce
+    model._speechpeft_follows_reductions = True
+
+
+@contextlib.contextmanager
+def reduction_hook(hook: Callable[[Any], None]) -> Iterator[None]:
+    """Inside the block, this thread's long-form decodes report their kept rows to ``hook``."""
+    previous = getattr(_local, "hook", None)
+    _local.hook = hook
+    try:
+        yield
+    finally:
+        _local.hook = previous

@@ -152,3 +152,33 @@ def test_transcribe_with_ids_across_several_batches(tiny_whisper_dir, adapters):
     assert all(alone[i] != bare[i] for i, k in enumerate(ids) if k >= 0)  # each adapter changes its rows
     with pytest.raises(SpeechPeftError, match="adapter_ids has 2 entries for 5 utterances"):
         host.transcribe(arrays, language="en", adapter_ids=[0, 1])
+
+
+def test_two_threads_decoding_at_once_keep_their_own_adapter_ids_and_a_banked_model_deep_copies(
+    tiny_whisper_dir, adapters
+):
+    import copy
+    import threading
+
+    host = load_whisper(str(tiny_whisper_dir), device="cpu")
+    load_bank(host.model, adapters[:2])
+    alone = {}
+    for ids in ([0, 0, 0, 0], [1, -1, 1, -1]):
+        with host.mixed_adapters(ids):
+            alone[tuple(ids)] = generate(host, 1)
+    both, barrier = {}, threading.Barrier(2)
+
+    def decode(ids):
+        with host.mixed_adapters(ids):
+            barrier.wait()  # both threads hold their ids before either decodes
+            both[tuple(ids)] = generate(host, 1)
+
+    threads = [threading.Thread(target=decode, args=(ids,)) for ids in ([0, 0, 0, 0], [1, -1, 1, -1])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for ids, out in alone.items():
+        assert torch.equal(both[ids], out), f"thread with ids {list(ids)} decoded another thread's adapters"
+    copy.deepcopy(host.model)  # the per-thread ids live outside the modules
+    unload_bank(host.model)
