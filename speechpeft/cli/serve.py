@@ -24,6 +24,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=["mixed", "merged"],
         help="mixed: rows of many adapters in one batch (default); merged: one adapter at a time, merged",
     )
+    p.add_argument(
+        "--vad",
+        action="store_true",
+        help="decode files longer than the window as silero-vad chunks (as transcribe --vad)",
+    )
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.set_defaults(func=run)
 
@@ -37,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     opts = ServeOptions(
         base=args.base, adapters=args.adapters, capacity=args.capacity, max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms, queue_size=args.queue_size, max_upload_mb=args.max_upload_mb,
-        max_seconds=args.max_seconds, timeout_s=args.timeout, strategy=args.strategy,
+        max_seconds=args.max_seconds, timeout_s=args.timeout, strategy=args.strategy, vad=args.vad,
     )  # fmt: skip
     host = load_host(args.base, device=args.device)
     uvicorn.run(create_app(host, opts), host=args.host, port=args.port, log_level="info")

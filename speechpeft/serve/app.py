@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from ..data import load_audio
 from ..errors import SpeechPeftError
 from ..infer.writers import join_text, render
-from ..models import ASRHost
+from ..models import ASRHost, Segment
 from .metrics import Metrics
 from .pool import AdapterPool, UnknownAdapter
 from .worker import RATE, DecodeWorker, QueueFull, Request
@@ -50,6 +50,7 @@ class ServeOptions:
     max_seconds: float = 1800.0
     timeout_s: float = 600.0
     strategy: str = "mixed"  # or "merged": one adapter at a time, merged (speechpeft.serve.worker)
+    vad: bool = False  # long files: silero-vad chunks decoded as rows (as transcribe --vad), not long-form
 
     @property
     def short_name(self) -> str:
@@ -108,13 +109,19 @@ def create_app(host: ASRHost, opts: ServeOptions) -> FastAPI:
         adapter = await asyncio.to_thread(_adapter_for, form["model"], opts, pool)
         audio = await asyncio.to_thread(_decode_upload, form["file"], opts)
         job = Request(audio, adapter, form["language"])
+        pieces = await asyncio.to_thread(_pieces, job, opts, host)
+        futures = []
         try:
-            future = worker.submit(job)
+            for _, piece in pieces:
+                futures.append(worker.submit(piece))
         except QueueFull as e:
+            for f in futures:  # a file's chunks are served whole or not at all
+                f.cancel()
             metrics.request(adapter, 503)
             raise HTTPError(503, str(e), "server_busy", {"Retry-After": "1"}) from None
         try:
-            segments = await asyncio.wait_for(asyncio.wrap_future(future), opts.timeout_s)
+            parts = await asyncio.wait_for(asyncio.gather(*map(asyncio.wrap_future, futures)), opts.timeout_s)
+            segments = _join(pieces, parts)
         except TimeoutError:
             metrics.request(adapter, 504)
             raise HTTPError(504, f"decoding took longer than the {opts.timeout_s:g} s allowed", "timeout") from None
@@ -183,6 +190,22 @@ def _decode_upload(file: tuple[str, bytes], opts: ServeOptions):
         except SpeechPeftError as e:
             raise HTTPError(400, str(e).replace(tmp.name, Path(name).name or "file")) from None
     return audio
+
+
+def _pieces(job: Request, opts: ServeOptions, host: ASRHost) -> list[tuple[float, Request]]:
+    """(offset seconds, request) to decode: the file itself, or its silero-vad chunks when ``opts.vad``
+    and the file is longer than the encoder window (the same chunks as ``transcribe --vad``)."""
+    if not opts.vad or job.seconds <= host.max_window_seconds:
+        return [(0.0, job)]
+    from ..data.vad import vad_chunks
+
+    return [(s / RATE, Request(job.audio[s:e], job.adapter, job.language, job.task))
+            for s, e in vad_chunks(job.audio, host.max_window_seconds, RATE)]  # fmt: skip
+
+
+def _join(pieces: list[tuple[float, Request]], parts: list[list[Segment]]) -> list[Segment]:
+    out = [Segment(t0 + s.start, t0 + s.end, s.text) for (t0, _), segs in zip(pieces, parts, strict=True) for s in segs]
+    return sorted(out, key=lambda s: s.start)
 
 
 def _respond(fmt, segments, job: Request, form, text_response, json_response):

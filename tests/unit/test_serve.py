@@ -152,3 +152,23 @@ def test_a_folder_added_after_start_is_served_and_its_file_is_read_once(setup, s
         assert reads == [str(late)], reads
     finally:
         shutil.rmtree(late)
+
+
+def test_with_vad_a_long_file_is_served_as_its_chunks_equal_to_transcribe_vad(setup, tmp_path):
+    pytest.importorskip("silero_vad")
+    import numpy as np
+    import soundfile as sf
+
+    root, base, _ = setup
+    gap = np.zeros(8000, np.float32)
+    audio = np.concatenate([p for c in CLIPS for p in (sf.read(c, dtype="float32")[0], gap)])
+    sf.write(tmp_path / "long.wav", audio, 16_000)  # 11 s: past the tiny model's 3 s window
+    args = ["transcribe", str(tmp_path / "long.wav"), "--model", str(base), "--adapter", str(root / "adapters" / "a1")]
+    assert main([*args, "--vad", "-f", "json", "-o", str(tmp_path / "cli"), "--no-progress"]) == 0
+    want = json.loads((tmp_path / "cli" / "long.json").read_text())
+    with running_server(base, adapters=str(root / "adapters"), vad=True) as (url, _):
+        got = post(url, tmp_path / "long.wav", "a1", response_format="verbose_json").json()
+    assert len(want["segments"]) > 1
+    assert [(s["start"], s["end"], s["text"]) for s in got["segments"]] == [
+        (s["start"], s["end"], s["text"]) for s in want["segments"]
+    ]
