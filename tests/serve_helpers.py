@@ -10,14 +10,21 @@ import time
 @contextlib.contextmanager
 def running_server(model_dir, **options):
     """The base URL of a served app over a freshly loaded host; stopped on exit."""
-    import uvicorn
-    from demo_helpers import free_port
-
     from speechpeft.models import load_host
     from speechpeft.serve import ServeOptions, create_app
 
     host = load_host(str(model_dir), device="cpu")
     app = create_app(host, ServeOptions(base=str(model_dir), **options))
+    with serving(app) as url:
+        yield url, app
+
+
+@contextlib.contextmanager
+def serving(app):
+    """The base URL of ``app`` (from create_app) served on a free loopback port; stopped on exit."""
+    import uvicorn
+    from demo_helpers import free_port
+
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -28,7 +35,7 @@ def running_server(model_dir, **options):
             raise RuntimeError("the test server did not start")
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}", app
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(10)

@@ -63,11 +63,19 @@ class HTTPError(Exception):
         self.status, self.message, self.kind, self.headers = status, message, kind, headers or {}
 
 
-def create_app(host: ASRHost, opts: ServeOptions) -> FastAPI:
-    """The FastAPI application; the decode worker starts and stops with it."""
+def create_app(host: ASRHost, opts: ServeOptions, worker: DecodeWorker | None = None) -> FastAPI:
+    """The FastAPI application; the decode worker starts and stops with it.
+
+    ``worker`` replaces the decode worker (another decoding engine behind the same HTTP layer, as
+    bench/serve.py does for PEFT); it reports its batches to the app's metrics.
+    """
     metrics = Metrics()
-    pool = AdapterPool(host, opts.adapters, opts.capacity)
-    worker = DecodeWorker(host, pool, opts.max_batch, opts.max_wait_ms, opts.queue_size, metrics.batch, opts.strategy)
+    pool = worker.pool if worker is not None else AdapterPool(host, opts.adapters, opts.capacity)
+    if worker is None:
+        worker = DecodeWorker(host, pool, opts.max_batch, opts.max_wait_ms, opts.queue_size, metrics.batch,
+                              opts.strategy)  # fmt: skip
+    else:
+        worker.on_batch = metrics.batch
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
