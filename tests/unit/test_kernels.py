@@ -127,3 +127,21 @@ def test_launcher_asserts_shapes_and_contiguity():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert "refused: x must be contiguous" in out.stdout, out.stderr[-2000:]
+
+
+def test_fp32_models_multiply_in_ieee_fp32_and_offsets_are_int64_in_the_kernels():
+    """TF32 rounds fp32 inputs to 10 mantissa bits on a GPU; the interpreter cannot show it, so the
+    choice itself is checked, and so is the int64 promotion of the row offsets (b * stride passes
+    2**31 elements on long batches), in the kernels' source."""
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    code = (
+        "import inspect, torch\nfrom speechpeft.kernels import triton_lora as k\n"
+        "print(k._precision(torch.float32), k._precision(torch.float16), k._precision(torch.bfloat16))\n"
+        "for f in (k._shrink_kernel, k._expand_kernel):\n"
+        "    src = inspect.getsource(f.fn)\n"
+        "    wide = 'tl.program_id(0).to(tl.int64)' in src and 'input_precision=PRECISION' in src\n"
+        "    print('int64' if wide else 'no')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["ieee", "tf32", "tf32", "int64", "int64"], out.stdout + out.stderr[-2000:]
