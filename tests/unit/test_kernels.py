@@ -116,16 +116,22 @@ def test_triton_kernels_match_the_reference_in_the_interpreter():
     assert out.stdout.count("rank ok") == 4 and "bounds ok" in out.stdout
 
 
-def test_launcher_asserts_shapes_and_contiguity():
+def interpreted(code: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    """Run ``code`` in a child Python with Triton's CPU interpreter (chosen before triton_lora is imported)."""
     pytest.importorskip("triton")
     env = {**os.environ, "TRITON_INTERPRET": "1"}
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def test_launcher_asserts_shapes_and_contiguity():
     code = (
         "import torch\nfrom speechpeft.kernels import triton_lora as k\n"
         "x = torch.randn(2, 3, 8).transpose(1, 2)\n"
         "try:\n    k.batched_lora(x, torch.randn(4, 3), None, torch.tensor([0, 0]), torch.randn(1, 2, 3),"
         " torch.randn(1, 4, 2), torch.ones(1))\nexcept AssertionError as e:\n    print('refused:', e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = interpreted(code)
     assert "refused: x must be contiguous" in out.stdout, out.stderr[-2000:]
 
 
@@ -133,8 +139,6 @@ def test_fp32_models_multiply_in_ieee_fp32_and_offsets_are_int64_in_the_kernels(
     """TF32 rounds fp32 inputs to 10 mantissa bits on a GPU; the interpreter cannot show it, so the
     choice itself is checked, and so is the int64 promotion of the row offsets (b * stride passes
     2**31 elements on long batches), in the kernels' source."""
-    pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
     code = (
         "import inspect, torch\nfrom speechpeft.kernels import triton_lora as k\n"
         "print(k._precision(torch.float32), k._precision(torch.float16), k._precision(torch.bfloat16))\n"
@@ -143,5 +147,5 @@ def test_fp32_models_multiply_in_ieee_fp32_and_offsets_are_int64_in_the_kernels(
         "    wide = 'tl.program_id(0).to(tl.int64)' in src and 'input_precision=PRECISION' in src\n"
         "    print('int64' if wide else 'no')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = interpreted(code)
     assert out.stdout.split() == ["ieee", "tf32", "tf32", "int64", "int64"], out.stdout + out.stderr[-2000:]
