@@ -50,7 +50,6 @@ class AdapterPool:
         self._bank: OrderedDict[str, None] = OrderedDict()  # LRU order; ids are the build order
         self._order: list[str] = []
         self._lock = threading.Lock()
-        self.rebuilds = 0
 
     def catalog(self) -> list[AdapterEntry]:
         """Every adapter folder under the root now (a new folder is listed without a restart)."""
@@ -122,12 +121,8 @@ class AdapterPool:
         unload_bank(self.host.model)
         self._order = list(self._bank)
         load_bank_files(self.host.model, [self._files[n].file for n in self._order])
-        self.rebuilds += 1
 
     def clear(self) -> None:
         """Take the bank out of the model (before an adapter that decodes alone is attached)."""
         unload_bank(self.host.model)
         self._order = []
-
-    def loaded(self) -> list[str]:
-        return list(self._order)
