@@ -101,6 +101,21 @@ def make_tiny_corpus(folder: Path, n: int = 8) -> dict[str, Path]:
     return {"train": manifest, "dev": manifest, "test": manifest}
 
 
+def torchrun(nproc: int, *args: str, env: dict[str, str] | None = None, **popen):
+    """``torchrun --standalone --nproc-per-node N ARGS`` (a module: ``-m speechpeft ...``) as a
+    child process, one thread per process; returns the ``subprocess.Popen``."""
+    import subprocess
+    import sys
+
+    env = env or child_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+DROPOUT_OFF = dict(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
+                   final_dropout=0.0, layerdrop=0.0, mask_time_prob=0.0)  # fmt: skip
+
+
 def write_tiny_recipe(
     path: Path, model_dir: Path, corpus: dict[str, Path], output_dir: Path, adapter: dict | None = None, **train
 ) -> Path:
@@ -201,19 +216,20 @@ def build_tiny_wav2vec2(seed: int = 0, **overrides):
     return Wav2Vec2ForCTC(tiny_wav2vec2_config(**overrides)).eval()
 
 
-def make_tiny_wav2vec2_dir(path: Path, seed: int = 0, texts: list[str] | None = None) -> Path:
+def make_tiny_wav2vec2_dir(path: Path, seed: int = 0, texts: list[str] | None = None, **overrides) -> Path:
     """A saved tiny wav2vec2 with its feature extractor: like a pretraining checkpoint (no CTC
-    tokenizer) unless ``texts`` is given, then a CTC checkpoint whose vocabulary spells them."""
+    tokenizer) unless ``texts`` is given, then a CTC checkpoint whose vocabulary spells them.
+    ``overrides``: config fields (e.g. dropout off)."""
     from transformers import Wav2Vec2FeatureExtractor
 
-    model = build_tiny_wav2vec2(seed)
+    model = build_tiny_wav2vec2(seed, **overrides)
     fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=True,
                                   return_attention_mask=False)  # fmt: skip
     if texts is not None:
         from speechpeft.models.wav2vec2 import build_vocabulary, make_tokenizer
 
         tok = make_tokenizer(build_vocabulary(texts))
-        model = build_tiny_wav2vec2(seed, vocab_size=len(tok), pad_token_id=tok.pad_token_id)
+        model = build_tiny_wav2vec2(seed, vocab_size=len(tok), pad_token_id=tok.pad_token_id, **overrides)
         tok.save_pretrained(path)
     model.save_pretrained(path)
     fe.save_pretrained(path)
@@ -255,12 +271,12 @@ def make_tiny_ctc_corpus(folder: Path, n: int = 8) -> dict[str, Path]:
     return {"train": manifest, "dev": manifest, "test": manifest}
 
 
-def make_tiny_wav2vec2_pretraining_dir(path: Path, seed: int = 0) -> Path:
+def make_tiny_wav2vec2_pretraining_dir(path: Path, seed: int = 0, **overrides) -> Path:
     """A saved tiny ``Wav2Vec2ForPreTraining`` (quantizer included) with its feature extractor."""
     from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2ForPreTraining
 
     torch.manual_seed(seed)
-    Wav2Vec2ForPreTraining(tiny_wav2vec2_config()).save_pretrained(path)
+    Wav2Vec2ForPreTraining(tiny_wav2vec2_config(**overrides)).save_pretrained(path)
     Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=True,
                              return_attention_mask=False).save_pretrained(path)  # fmt: skip
     return path

@@ -131,6 +131,10 @@ class AdapterLayer(nn.Module):
     # The largest share of all parameters that may train (the frozen-base check); a kind whose
     # pool is larger than the weights it adapts (Master-ASR's scores) raises it.
     max_trainable_fraction: ClassVar[float] = 0.5
+    # Whether every trainable parameter gets a gradient on every update. A kind that trains some
+    # parameters only on some updates (Master-ASR: the batch's language) says False, and
+    # torchrun's DDP then looks for unused parameters on each update (train.ddp).
+    every_parameter_every_step: ClassVar[bool] = True
 
     def __init__(self, base_layer: nn.Linear, config: Any):
         super().__init__()

@@ -51,8 +51,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except SpeechPeftError as e:
-        print(f"speechpeft: error: {e}", file=sys.stderr)
+        _print_error(e)
         return 2
+
+
+def _print_error(e: SpeechPeftError) -> None:
+    """One line on stderr. Under torchrun: an error every process raises alike (``SharedError``)
+    is printed by rank 0 alone; any other names the rank that raised it."""
+    import os
+
+    prefix = ""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from ..distributed import SharedError
+
+        rank = int(os.environ.get("RANK", "0"))
+        if rank and isinstance(e, SharedError):
+            return
+        prefix = f"[rank {rank}] " if rank else ""
+    print(f"speechpeft: error: {prefix}{e}", file=sys.stderr)
 
 
 def _quiet_loading_bars() -> None:

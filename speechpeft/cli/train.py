@@ -36,10 +36,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
+    from ..distributed import is_main_process
     from ..train import finetune, load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
     info = finetune(recipe, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    if not is_main_process():  # under torchrun, rank 0 speaks for the run
+        return 0
     m = info["metric"].upper()
     zero, adapted = info["zero_shot"]["rate"], info["adapted"]["rate"]
     print(f"test {m}: zero-shot {zero:.4f} -> adapted {adapted:.4f} ({100 * adapted / zero:.1f} % of zero-shot)")
@@ -48,10 +51,13 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
+    from ..distributed import is_main_process
     from ..train import load_recipe, pretrain
 
     recipe = load_recipe(args.recipe, args.overrides)
     info = pretrain(recipe, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    if not is_main_process():
+        return 0
     first, last = info["first_dev"], info["last_dev"]
     print(
         f"dev loss {first['loss']:.4f} -> {last['loss']:.4f}, contrastive accuracy {first['accuracy']:.3f} -> "

@@ -73,6 +73,7 @@ def run_clone(args: argparse.Namespace) -> int:
     from ..models.vits_build import load_vits
     from ..train.clone import CloneOptions, Reference, clone
 
+    _one_process("clone")
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise SpeechPeftError(f"'{out}' exists; pass --overwrite to replace it")
@@ -144,6 +145,7 @@ def run_complete_base(args: argparse.Namespace) -> int:
     from ..models.vits_build import load_vits
     from ..train.complete_base import CompleteOptions, complete_base
 
+    _one_process("tts complete-base")
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise SpeechPeftError(f"'{out}' exists; pass --overwrite to replace it")
@@ -215,3 +217,16 @@ def _whisper_texts(files: list[Path], model: str, language: str) -> dict[Path, s
     host = load_whisper(model)
     arrays = [load_audio(f, 16_000, str(f)) for f in files]
     return {f.resolve(): t for f, t in zip(files, host.transcribe(arrays, language=language), strict=True)}
+
+
+def _one_process(command: str) -> None:
+    """Cloning trains on 10-300 s of references, which one device holds many times over: under
+    torchrun it refuses rather than train the same thing N times.
+
+    Raises:
+        SharedError: launched with more than one process.
+    """
+    from ..distributed import SharedError, launched_size
+
+    if launched_size() > 1:
+        raise SharedError(f"speechpeft {command} runs in one process; launch it without torchrun")

@@ -60,8 +60,9 @@ def write_pretrain_report(path: Path, info: dict[str, Any]) -> Path:
         f"({share:.1f} % of {info['base_parameters']:,})",
         f"- audio: {info['train_utterances']} untranscribed files ({info['train_hours']:.2f} h); dev "
         f"{info['dev_utterances']} files",
-        f"- {info['steps']} updates x {info['batch']} files, peak lr {info['lr']:g}; "
+        f"- {info['steps']} updates x {info['batch'].replace('utterances', 'files')}, peak lr {info['lr']:g}; "
         f"{info['train_seconds'] / 60:.1f} min of training, {info['total_seconds'] / 60:.1f} min in all",
+        f"- machine: {info['machine']}",
         "",
         "| dev, update 0 -> last | value |",
         "|---|---|",

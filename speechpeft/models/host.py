@@ -92,11 +92,19 @@ class ASRHost(Protocol):
         """Raise SpeechPeftError (without a location; the caller adds it) if ``text`` cannot be a
         training target: too long for the decoder, or characters the vocabulary lacks."""
 
-    def batch(self, arrays: Sequence[np.ndarray], texts: Sequence[str], language: str | None) -> dict[str, Any]:
-        """A training batch for audio (at ``sampling_rate``) and transcripts."""
+    def batch(
+        self, arrays: Sequence[np.ndarray], texts: Sequence[str], language: str | None, pad_to: int | None = None
+    ) -> dict[str, Any]:
+        """A training batch for audio (at ``sampling_rate``) and transcripts. ``pad_to``: pad the
+        audio to at least this many samples (a process's shard of a batch under torchrun is padded
+        as the whole batch would be, so that every utterance is computed as in one process)."""
 
     def loss(self, batch: dict[str, Any]) -> torch.Tensor:
         """The supervised loss of a batch (mean over its tokens or frames)."""
+
+    def loss_units(self, batch: dict[str, Any]) -> int:
+        """How many units ``loss`` averages over (label tokens, utterances): the weight of this
+        batch when the shards of one batch are combined across processes."""
 
     def transcribe(
         self,

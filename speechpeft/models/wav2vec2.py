@@ -209,8 +209,9 @@ class Wav2Vec2Host(_Wav2Vec2Audio):
 
     # --- training ------------------------------------------------------------------------------
 
-    def inputs(self, arrays: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
-        """``input_values`` (and ``attention_mask`` where the checkpoint wants one), padded."""
+    def inputs(self, arrays: Sequence[np.ndarray], pad_to: int | None = None) -> dict[str, torch.Tensor]:
+        """``input_values`` (and ``attention_mask`` where the checkpoint wants one), padded to the
+        longest array (or to ``pad_to`` samples, when longer)."""
         rate = self.sampling_rate
         for i, a in enumerate(arrays):
             self._check_audio(a, i)
@@ -218,7 +219,8 @@ class Wav2Vec2Host(_Wav2Vec2Audio):
         out = fe(
             [np.asarray(a, dtype=np.float32) for a in arrays],
             sampling_rate=rate,
-            padding=True,
+            padding="max_length" if pad_to else True,
+            max_length=max(pad_to, max(len(a) for a in arrays)) if pad_to else None,
             return_attention_mask=bool(fe.return_attention_mask),
             return_tensors="pt",
         )
@@ -227,18 +229,25 @@ class Wav2Vec2Host(_Wav2Vec2Audio):
             batch["attention_mask"] = out.attention_mask.to(self.device)
         return batch
 
-    def batch(self, arrays: Sequence[np.ndarray], texts: Sequence[str], language: str | None) -> dict[str, Any]:
-        """A training batch: the inputs, and character labels padded with -100."""
+    def batch(
+        self, arrays: Sequence[np.ndarray], texts: Sequence[str], language: str | None, pad_to: int | None = None
+    ) -> dict[str, Any]:
+        """A training batch: the inputs (padded to ``pad_to`` samples when given), and character
+        labels padded with -100."""
         tok = self._require_tokenizer()
         ids = [tok(t).input_ids for t in texts]
         labels = torch.full((len(ids), max(1, max(map(len, ids)))), -100, dtype=torch.long)
         for i, seq in enumerate(ids):
             labels[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        return {**self.inputs(arrays), "labels": labels.to(self.device)}
+        return {**self.inputs(arrays, pad_to), "labels": labels.to(self.device)}
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """CTC loss, averaged over target lengths and the batch."""
         return self.model(**batch).loss
+
+    def loss_units(self, batch: dict[str, torch.Tensor]) -> int:
+        """The utterances the loss averages over (each already divided by its target length)."""
+        return int(batch["labels"].shape[0])
 
     def max_new_tokens(self, seconds: float, per_second: float) -> None:
         return None  # CTC emits one label per frame: nothing to cap

@@ -85,7 +85,9 @@ class Wav2Vec2PretrainHost(_Wav2Vec2Audio):
         self.model.set_gumbel_temperature(t)
         return t
 
-    def inputs(self, arrays: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+    def inputs(self, arrays: Sequence[np.ndarray], pad_to: int | None = None) -> dict[str, torch.Tensor]:
+        """``input_values``, ``lengths`` (and ``attention_mask`` where the checkpoint wants one),
+        padded to the longest array, or to ``pad_to`` samples when longer."""
         fe = self.feature_extractor
         for i, a in enumerate(arrays):
             a = np.asarray(a)
@@ -96,20 +98,25 @@ class Wav2Vec2PretrainHost(_Wav2Vec2Audio):
                     f"audio #{i} is {a.size / self.sampling_rate:.3f} s, shorter than the {self.min_seconds:.3f} s "
                     "continued pretraining needs for one masked span"
                 )
-        out = fe([np.asarray(a, dtype=np.float32) for a in arrays], sampling_rate=self.sampling_rate, padding=True,
-                 return_attention_mask=True, return_tensors="pt")  # fmt: skip
+        longest = max(len(a) for a in arrays)
+        padding = {"padding": "max_length", "max_length": max(pad_to, longest)} if pad_to else {"padding": True}
+        out = fe([np.asarray(a, dtype=np.float32) for a in arrays], sampling_rate=self.sampling_rate,
+                 return_attention_mask=True, return_tensors="pt", **padding)  # fmt: skip
         batch = {"input_values": out.input_values.to(self.device), "lengths": out.attention_mask.sum(-1)}
         if fe.return_attention_mask:
             batch["attention_mask"] = out.attention_mask.to(self.device)
         return batch
 
-    def step(self, arrays: Sequence[np.ndarray], rng: np.random.RandomState | None = None) -> PretrainStep:
+    def step(
+        self, arrays: Sequence[np.ndarray], rng: np.random.RandomState | None = None, pad_to: int | None = None
+    ) -> PretrainStep:
         """The objective on one batch. Masks and distractors come from numpy's global RNG (what
-        the checkpoints save), or from ``rng`` (a fixed draw, for comparable dev figures)."""
+        the checkpoints save), or from ``rng`` (a fixed draw, for comparable dev figures).
+        ``pad_to``: as ``inputs``."""
         from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
 
         s, model = self.settings, self.model
-        batch = self.inputs(arrays)
+        batch = self.inputs(arrays, pad_to)
         n, samples = batch["input_values"].shape
         frames = int(model._get_feat_extract_output_lengths(samples))
         valid = model._get_feat_extract_output_lengths(batch["lengths"])  # (B,) frames holding audio

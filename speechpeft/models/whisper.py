@@ -181,9 +181,15 @@ class WhisperHost:
         return out.to(self.device)
 
     def batch(
-        self, arrays: Sequence[np.ndarray], texts: Sequence[str], language: str | None, task: str = "transcribe"
+        self,
+        arrays: Sequence[np.ndarray],
+        texts: Sequence[str],
+        language: str | None,
+        pad_to: int | None = None,
+        task: str = "transcribe",
     ) -> dict[str, torch.Tensor]:
-        """A training batch: ``input_features`` and ``labels``."""
+        """A training batch: ``input_features`` and ``labels``. (``pad_to`` changes nothing:
+        every input is padded to the encoder window already.)"""
         return {"input_features": self.features(arrays), "labels": self.labels(texts, language, task)}
 
     def check_text(self, text: str, language: str | None) -> None:
@@ -202,6 +208,10 @@ class WhisperHost:
         """Mean token cross-entropy of ``batch["labels"]`` given ``batch["input_features"]``."""
         out = self.model(input_features=batch["input_features"], labels=batch["labels"])
         return out.loss
+
+    def loss_units(self, batch: dict[str, torch.Tensor]) -> int:
+        """The label tokens the cross-entropy averages over."""
+        return int((batch["labels"] != -100).sum())
 
     # --- decoding --------------------------------------------------------------------------
 

@@ -4,6 +4,9 @@ One update = ``grad_accum`` micro-batches -> gradient clipping -> AdamW step -> 
 post-step hook (S2-LoRA's proximal L1) -> scheduler step. What is trained is a ``Tuning``, what
 is minimised an ``Objective``. Dev is measured every ``eval_every`` updates (and at update 0);
 for a supervised objective, the best adapter so far is kept in ``<run>/adapter``.
+
+Under torchrun every process runs this loop on its shard of each batch (``train.ddp``); rank 0
+alone writes files and prints, and every process holds the same trained state throughout.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import Utterance, bucketed_batches, read_manifest
+from ..distributed import SharedError, World, device_for, session
 from ..errors import SpeechPeftError
 from ..eval.normalise import has_opencc
 from ..eval.report import write_curves, write_rank_heatmap, write_report
 from ..fs import atomic_write_text, remove_leftovers
 from ..models import load_host
-from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .ddp import MicroBatchLoss, check_in_step, check_world, own_rng
 from .objective import Objective, Supervised, decode_and_score
 from .recipe import Recipe, recipe_to_yaml
 from .runlog import MetricsLog, check_audio_headers
@@ -51,6 +56,7 @@ class Run:
     objective: Objective
     progress: bool = True
     counters: dict[str, Any] = field(default_factory=dict)
+    world: World = field(default_factory=World)  # this process among torchrun's; one process by default
 
 
 def finetune(
@@ -76,17 +82,19 @@ def finetune(
     started = time.time()
     run_dir = Path(recipe.output_dir) / recipe.name
     fresh = not run_dir.exists()
-    try:
-        return _finetune(recipe, resume, overwrite, progress, tuning, test, started)
-    except BaseException:
-        if fresh and not (run_dir / CHECKPOINT).exists():  # failed before any progress worth keeping
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+    with session(None if recipe.model.device == "auto" else recipe.model.device) as world:
+        try:
+            check_world(recipe, world)
+            return _finetune(recipe, resume, overwrite, progress and world.main, tuning, test, started, world)
+        except BaseException:
+            if world.main and fresh and not (run_dir / CHECKPOINT).exists():  # failed before any progress
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
 
 
 def _finetune(recipe: Recipe, resume: bool, overwrite: bool, progress: bool, tuning: Tuning | None, test: bool,
-              started: float) -> dict[str, Any]:  # fmt: skip
-    run = _prepare(recipe, resume, overwrite, progress, tuning)
+              started: float, world: World) -> dict[str, Any]:  # fmt: skip
+    run = _prepare(recipe, resume, overwrite, progress, tuning, world)
     zero = run.log.first("zero_shot")
     if zero is None and test:
         zero = _evaluate(run, run.test, f"zero-shot test ({run.host.window_seconds:g} s window)")
@@ -97,6 +105,7 @@ def _finetune(recipe: Recipe, resume: bool, overwrite: bool, progress: bool, tun
     if run.log.first("setup") is None:
         run.log.append({"event": "setup", "tuning": run.tuning.label, "trainable": trainable})
     train_loop(run, resume)
+    run.world.barrier()  # rank 0 has written the best adapter
     run.tuning.load(run.host.model, run.dir / "adapter")
     adapted = None
     if test:
@@ -105,13 +114,9 @@ def _finetune(recipe: Recipe, resume: bool, overwrite: bool, progress: bool, tun
     return _finish(run, zero, adapted, trainable, time.time() - started)
 
 
-def _prepare(recipe: Recipe, resume: bool, overwrite: bool, progress: bool, tuning: Tuning | None) -> Run:
+def _prepare(recipe: Recipe, resume: bool, overwrite: bool, progress: bool, tuning: Tuning | None, world: World) -> Run:
     run_dir = Path(recipe.output_dir) / recipe.name
-    started = any((run_dir / f).exists() for f in (CHECKPOINT, "adapter", "report.md"))
-    if started and not (resume or overwrite):
-        raise SpeechPeftError(f"'{run_dir}' already holds a run; pass --resume to continue it or --overwrite")
-    if resume and not (run_dir / CHECKPOINT).is_file():
-        raise SpeechPeftError(f"cannot resume: no checkpoint at '{run_dir / CHECKPOINT}'")
+    check_run_folder(run_dir, ("adapter",), resume, overwrite, world)
     if not recipe.data.test:
         raise SpeechPeftError("data.test is required: finetune reports test error before and after")
     splits = {key: read_manifest(getattr(recipe.data, key)) for key in ("train", "dev", "test")}
@@ -119,8 +124,8 @@ def _prepare(recipe: Recipe, resume: bool, overwrite: bool, progress: bool, tuni
         check_audio_headers(utts, max_seconds=recipe.model.window_seconds)
     if recipe.train.dev_max_utterances:
         splits["dev"] = splits["dev"][: recipe.train.dev_max_utterances]
-    _seed(recipe.train.seed)
-    device = None if recipe.model.device == "auto" else recipe.model.device
+    _seed(recipe.train.seed)  # the same on every process: the same starting weights everywhere
+    device = device_for(world, None if recipe.model.device == "auto" else recipe.model.device)
     host = load_host(recipe.model.name, device=device)
     if recipe.model.window_seconds > host.max_window_seconds:
         raise SpeechPeftError(
@@ -137,18 +142,53 @@ def _prepare(recipe: Recipe, resume: bool, overwrite: bool, progress: bool, tuni
             host.check_text(u.text, recipe.eval.language or u.language)
         except SpeechPeftError as e:
             raise SpeechPeftError(f"{u.where}: {e}") from None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(run_dir, [CHECKPOINT, "adapter", "metrics.jsonl", "recipe.yaml", "report.md", "curves.png"])
-    if overwrite and not resume:
-        for name in (CHECKPOINT, "report.md", "curves.png", "ranks.png"):
-            (run_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "adapter", ignore_errors=True)
-    log = MetricsLog(run_dir / "metrics.jsonl", fresh=not resume)
-    atomic_write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
+    if world.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(run_dir, [CHECKPOINT, "adapter", "metrics.jsonl", "recipe.yaml", "report.md", "curves.png"])
+        if overwrite and not resume:
+            for name in (CHECKPOINT, "report.md", "curves.png", "ranks.png"):
+                (run_dir / name).unlink(missing_ok=True)
+            shutil.rmtree(run_dir / "adapter", ignore_errors=True)
+    log = open_run_log(run_dir, recipe, resume, world)
     base = sum(p.numel() for p in host.model.parameters())
     objective = Supervised(recipe.eval.metric)
     return Run(recipe, run_dir, host, splits["train"], splits["dev"], splits["test"], log, base, tuning, objective,
-               progress)  # fmt: skip
+               progress, world=world)  # fmt: skip
+
+
+def check_run_folder(run_dir: Path, outputs: tuple[str, ...], resume: bool, overwrite: bool, world: World) -> None:
+    """A run folder that holds a run needs --resume or --overwrite; --resume needs a checkpoint.
+
+    Raises:
+        SharedError: (every process alike) either is missing.
+    """
+    started = any((run_dir / f).exists() for f in (CHECKPOINT, *outputs, "report.md"))
+    if started and not (resume or overwrite):
+        raise SharedError(f"'{run_dir}' already holds a run; pass --resume to continue it or --overwrite")
+    if resume and not (run_dir / CHECKPOINT).is_file():
+        raise SharedError(f"cannot resume: no checkpoint at '{run_dir / CHECKPOINT}'")
+    world.barrier()  # every process has looked before rank 0 writes anything
+
+
+def open_run_log(run_dir: Path, recipe: Recipe, resume: bool, world: World) -> MetricsLog:
+    """The run's metrics log (rank 0 writes it, every process keeps the rows) and ``recipe.yaml``.
+
+    Raises:
+        SpeechPeftError: under torchrun, a process that cannot see rank 0's run folder.
+    """
+    if world.main:
+        log = MetricsLog(run_dir / "metrics.jsonl", fresh=not resume)
+        atomic_write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
+    world.barrier()
+    if not world.main:
+        if not (run_dir / "recipe.yaml").is_file():
+            raise SpeechPeftError(
+                f"rank {world.rank} cannot see '{run_dir}', which rank 0 made: output_dir must be on a filesystem "
+                "every machine shares"
+            )
+        log = MetricsLog(run_dir / "metrics.jsonl", fresh=not resume, write=False)
+    world.barrier()  # no process appends before every process has read the log
+    return log
 
 
 def _check_durations(splits: dict[str, list[Utterance]], window: float, shortest: float) -> None:
@@ -202,15 +242,19 @@ def train_loop(run: Run, resume: bool) -> None:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)  # scales every group alike
     run.counters = {"step": 0, "epoch": 0, "batch": 0, "best": math.inf, "best_step": 0, "train_seconds": 0.0}
     if resume:
-        tensors, run.counters = load_checkpoint(run.dir / CHECKPOINT, optimizer, scheduler)
+        tensors, run.counters, rng = load_checkpoint(run.dir / CHECKPOINT, optimizer, scheduler)
+        set_rng_state(own_rng(rng, run.world, str(run.dir / CHECKPOINT)))
         run.tuning.load_state(model, tensors, str(run.dir / CHECKPOINT))
         run.log.truncate_after(run.counters["step"])
     else:
         _dev_eval(run)  # update 0: the unadapted model in the training window
+        if run.world.enabled:  # dropout and masks: a stream of its own on every process
+            _seed(run.recipe.train.seed + 1_000_003 * run.world.rank)
+    forward = MicroBatchLoss(run)  # under torchrun: DDP, which broadcasts rank 0's start to all
     bar = tqdm(total=cfg.max_steps, initial=run.counters["step"], desc="train", unit="update", disable=not run.progress)
     while run.counters["step"] < cfg.max_steps:
         tick = time.time()
-        loss, figures = _update(run, optimizer, params)
+        loss, figures = _update(run, optimizer, params, forward)
         lr = cfg.lr * factor(run.counters["step"])  # this update's lr, before any group's multiplier
         run.tuning.after_step(model, lr, run.counters["step"] + 1, cfg.max_steps)
         scheduler.step()
@@ -224,31 +268,60 @@ def train_loop(run: Run, resume: bool) -> None:
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             _dev_eval(run)
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-            save_checkpoint(run.dir / CHECKPOINT, run.tuning.state(model), optimizer, scheduler, run.counters)
+            tensors = run.tuning.state(model)
+            check_in_step(run.world, tensors)
+            rng = run.world.gather(rng_state())
+            if run.world.main:
+                save_checkpoint(run.dir / CHECKPOINT, tensors, optimizer, scheduler, run.counters, rng)
     bar.close()
 
 
-def _update(run: Run, optimizer, params) -> tuple[float, dict[str, float]]:
+def _update(run: Run, optimizer, params, forward: MicroBatchLoss) -> tuple[float, dict[str, float]]:
     cfg = run.recipe.train
     model = run.host.model
     model.train()
     optimizer.zero_grad(set_to_none=True)
     total, figures = 0.0, {}
-    for _ in range(cfg.grad_accum):
-        utts = [run.train[i] for i in _next_batch(run)]
-        with _autocast(run):
-            loss, more = run.objective.loss(run, utts, run.counters["step"])
-            loss = run.tuning.loss(model, loss) / cfg.grad_accum
-        loss.backward()
-        total += loss.item()
-        for key, value in more.items():  # the micro-batches' mean
-            figures[key] = figures.get(key, 0.0) + value / cfg.grad_accum
+    for micro in range(cfg.grad_accum):
+        batch = _next_batch(run)  # the global batch: the same on every process
+        mine = run.world.shard(batch)
+        utts = [run.train[i] for i in (mine or batch[:1])]  # a process left without any joins with weight 0
+        with forward.syncing(last=micro == cfg.grad_accum - 1):
+            with _autocast(run):
+                out = forward(utts, run.counters["step"])
+                value, more = _combine(run, out, 0.0 if not mine else float(out.units))
+                loss = run.tuning.loss(model, value) / cfg.grad_accum
+            loss.backward()
+        if run.world.enabled:  # the whole batch's loss, plus the regulariser the tuning added
+            regulariser = float(loss.detach()) * cfg.grad_accum - float(value.detach())
+            total += (more.pop("loss") + regulariser) / cfg.grad_accum
+        else:
+            total += loss.item()
+        for key, v in more.items():  # the micro-batches' mean
+            figures[key] = figures.get(key, 0.0) + v / cfg.grad_accum
     run.tuning.before_step(model, run.counters["step"] + 1)  # e.g. Master-ASR's T, every 5th update only
     if cfg.max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
     optimizer.step()
     model.eval()
     return total, figures
+
+
+def _combine(run: Run, out, units: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss this process back-propagates, and the micro-batch's figures.
+
+    In one process: the objective's loss and figures as they are. Under torchrun: this shard's
+    mean loss x (its units / the batch's units) x processes, so that DDP's mean over processes is
+    the whole batch's mean; the figures (and "loss", for the log) are the whole batch's.
+    """
+    if not run.world.enabled:
+        return out.value, dict(out.figures)
+    keys = sorted(out.figures)
+    sums = run.world.sum([units, float(out.value.detach()) * units, *(out.figures[k] * units for k in keys)])
+    whole = sums[0]
+    figures = {k: v / whole for k, v in zip(keys, sums[2:], strict=True)}
+    figures["loss"] = sums[1] / whole
+    return out.value * (units * run.world.size / whole), figures
 
 
 def _next_batch(run: Run) -> list[int]:
@@ -278,7 +351,7 @@ def _dev_eval(run: Run) -> None:
     run.log.append({"event": "dev", "step": step, **result, "sparsity": sparsity, "ineligible": refused})
     if refused is None and score < run.counters["best"]:
         run.counters["best"], run.counters["best_step"] = score, step
-        if run.objective.select_best:
+        if run.objective.select_best and run.world.main:
             run.tuning.save(run.host.model, run.dir / "adapter", {"window_seconds": run.host.window_seconds})
 
 
@@ -318,11 +391,10 @@ def _finish(
         "base_parameters": run.base_parameters,
         "stored": summary.get("stored"),
         "steps": r.train.max_steps,
-        "batch": f"{r.train.batch_size} utterances"
-        + (f" x {r.train.grad_accum} accumulated" if r.train.grad_accum > 1 else ""),
+        "batch": batch_description(r, run.world),
         "train_seconds": run.counters["train_seconds"],
         "total_seconds": total_seconds,
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {run.host.device.type}",
+        "machine": machine_description(run),
         "decoding": f"beam {ev.beam}, language {ev.language or 'per utterance'}, "
         f"at most 16 + {ev.max_tokens_per_second:g} tokens/s",
         "normaliser": norm,
@@ -334,8 +406,23 @@ def _finish(
         else [],
     }
     title = f"{r.name}: {r.model.name} + {run.tuning.label}" + (" (synthetic data)" if r.data.synthetic else "")
-    write_curves(run.log.rows(), run.dir / "curves.png", ev.metric, title)
-    if info["rank_table"]:
-        write_rank_heatmap(info["rank_table"], run.dir / "ranks.png", f"{title}: ranks in use per matrix")
-    write_report(run.dir / "report.md", info)
+    if run.world.main:
+        write_curves(run.log.rows(), run.dir / "curves.png", ev.metric, title)
+        if info["rank_table"]:
+            write_rank_heatmap(info["rank_table"], run.dir / "ranks.png", f"{title}: ranks in use per matrix")
+        write_report(run.dir / "report.md", info)
     return info
+
+
+def machine_description(run: Run) -> str:
+    text = f"{platform.machine()}, {torch.get_num_threads()} threads, {run.host.device.type}"
+    return text + (f", {run.world.size} processes (torchrun)" if run.world.enabled else "")
+
+
+def batch_description(recipe: Recipe, world: World) -> str:
+    """The batch as the report states it: global, and per process under torchrun."""
+    b, accum = recipe.train.batch_size, recipe.train.grad_accum
+    text = f"{b} utterances" + (f" x {accum} accumulated" if accum > 1 else "")
+    if world.enabled:
+        text += f" (global: {b // world.size} per process x {world.size} processes)"
+    return text

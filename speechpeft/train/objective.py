@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -26,13 +26,22 @@ from ..eval.metrics import pooled, utterance_counts
 from ..eval.normalise import make_normaliser
 
 
+class BatchLoss(NamedTuple):
+    """One micro-batch's loss: a mean over ``units`` (label tokens, utterances, masked frames), so
+    that the shards of a batch on several processes combine into the whole batch's mean."""
+
+    value: torch.Tensor
+    units: float
+    figures: dict[str, float]  # per-unit figures to log beside the loss
+
+
 class Objective(Protocol):
     label: str
     score: str  # the dev figure shown and (when select_best) minimised
     select_best: bool  # keep the best-on-dev trained state in <run>/adapter
 
-    def loss(self, run: Any, utts: Sequence[Utterance], step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        """The loss of one micro-batch at update ``step`` (0-based), and figures to log with it."""
+    def loss(self, run: Any, utts: Sequence[Utterance], step: int) -> BatchLoss:
+        """The loss of one micro-batch (this process's shard of it) at update ``step`` (0-based)."""
 
     def evaluate(self, run: Any, utts: Sequence[Utterance], desc: str) -> dict[str, Any]:
         """Dev (or test) figures; holds ``score``."""
@@ -41,6 +50,12 @@ class Objective(Protocol):
 def _arrays(run: Any, utts: Sequence[Utterance]) -> list[np.ndarray]:
     rate = run.host.sampling_rate
     return [load_audio(u.audio, rate, u.where, max_seconds=run.host.window_seconds) for u in utts]
+
+
+def _batch_padding(run: Any, arrays: Sequence[np.ndarray]) -> int | None:
+    """Under torchrun, the longest array of the whole batch (all shards), so that every shard is
+    padded as one process would pad the batch; None in one process."""
+    return run.world.max(max(len(a) for a in arrays)) if run.world.enabled else None
 
 
 class Supervised:
@@ -52,11 +67,12 @@ class Supervised:
     def __init__(self, metric: str):
         self.score = metric
 
-    def loss(self, run: Any, utts: Sequence[Utterance], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, run: Any, utts: Sequence[Utterance], step: int) -> BatchLoss:
         language = batch_language(utts, run.recipe.eval.language)
-        batch = run.host.batch(_arrays(run, utts), [u.text for u in utts], language)
+        arrays = _arrays(run, utts)
+        batch = run.host.batch(arrays, [u.text for u in utts], language, pad_to=_batch_padding(run, arrays))
         with adapter_condition(run.host.model, language=language):  # Master-ASR assembles per language
-            return run.host.loss(batch), {}
+            return BatchLoss(run.host.loss(batch), run.host.loss_units(batch), {})
 
     def evaluate(self, run: Any, utts: Sequence[Utterance], desc: str) -> dict[str, Any]:
         return decode_and_score(run, utts, desc)
@@ -79,7 +95,7 @@ def decode_and_score(run: Any, utts: Sequence[Utterance], desc: str) -> dict[str
     normalise = make_normaliser(ev.normaliser, run.host.english_spelling)
     tick = time.time()
     hyps = transcribe_utterances(
-        run.host, utts, ev.language, ev.beam, ev.batch_size, ev.max_tokens_per_second, desc, run.progress
+        run.host, utts, ev.language, ev.beam, ev.batch_size, ev.max_tokens_per_second, desc, run.progress, run.world
     )
     counts = utterance_counts([u.text for u in utts], hyps, ev.metric, normalise)
     result = pooled(counts, ev.metric).as_dict()
@@ -107,34 +123,38 @@ class ContrastivePretraining:
     def __init__(self, seed: int = 0, batch_size: int = 8):
         self.seed, self.batch_size = seed, batch_size
 
-    def loss(self, run: Any, utts: Sequence[Utterance], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, run: Any, utts: Sequence[Utterance], step: int) -> BatchLoss:
         temperature = run.host.set_temperature(step)
-        out = run.host.step(_arrays(run, utts))
+        arrays = _arrays(run, utts)
+        out = run.host.step(arrays, pad_to=_batch_padding(run, arrays))
         figures = {"contrastive": out.contrastive, "diversity": out.diversity, "accuracy": out.accuracy,
                    "perplexity": out.perplexity, "temperature": temperature}  # fmt: skip
-        return out.loss, figures
+        return BatchLoss(out.loss, out.masked, figures)
 
     @torch.no_grad()
     def evaluate(self, run: Any, utts: Sequence[Utterance], desc: str) -> dict[str, Any]:
-        """The objective on ``utts`` with masks and distractors drawn from a fixed seed, so that
-        two evaluations differ only by the model; the run's own RNG streams are left untouched."""
+        """The objective on ``utts`` with masks and distractors drawn from a fixed seed per batch,
+        so that two evaluations differ only by the model (and processes sharing the batches under
+        torchrun give one process's figures); the run's own RNG streams are left untouched."""
         tick = time.time()
-        rng = np.random.RandomState(self.seed)
         torch_state = torch.get_rng_state()  # the quantizer's Gumbel noise draws from torch
-        torch.manual_seed(self.seed)
-        totals = {"loss": 0.0, "contrastive": 0.0, "accuracy": 0.0, "perplexity": 0.0}
+        keys = ("loss", "contrastive", "accuracy", "perplexity")
+        totals = dict.fromkeys(keys, 0.0)
         frames = 0
         try:
-            batches = sorted_batches(list(utts), self.batch_size)
-            for batch in tqdm(batches, desc=desc, disable=not run.progress, leave=False):
+            batches = list(enumerate(sorted_batches(list(utts), self.batch_size)))
+            for k, batch in tqdm(run.world.shard(batches), desc=desc, disable=not run.progress, leave=False):
+                torch.manual_seed(self.seed + k)
+                rng = np.random.RandomState(self.seed + k)
                 out = run.host.step(_arrays(run, [utts[i] for i in batch]), rng=rng)
                 w = out.masked
-                totals["loss"] += float(out.loss) * w
-                totals["contrastive"] += out.contrastive * w
-                totals["accuracy"] += out.accuracy * w
-                totals["perplexity"] += out.perplexity * w
+                values = (float(out.loss), out.contrastive, out.accuracy, out.perplexity)
+                for key, value in zip(keys, values, strict=True):
+                    totals[key] += value * w
                 frames += w
         finally:
             torch.set_rng_state(torch_state)
-        result = {k: v / max(frames, 1) for k, v in totals.items()}
+        sums = run.world.sum([frames, *(totals[k] for k in keys)])
+        frames = int(sums[0])
+        result = {k: v / max(frames, 1) for k, v in zip(keys, sums[1:], strict=True)}
         return {**result, "masked_frames": frames, "seconds": round(time.time() - tick, 1)}

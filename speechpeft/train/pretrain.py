@@ -18,15 +18,17 @@ from typing import Any
 
 from ..adapters import adapter_layers, unload_adapter
 from ..data import read_audio_set
+from ..distributed import World, device_for, session
 from ..errors import SpeechPeftError
 from ..eval.pretrain_report import write_pretrain_curves, write_pretrain_report
-from ..fs import atomic_dir, atomic_write_text, remove_leftovers
+from ..fs import atomic_dir, remove_leftovers
 from ..models import PretrainSettings, load_pretrain_host
 from .checkpoint import CHECKPOINT
-from .loop import Run, _seed, train_loop
+from .ddp import check_world
+from .loop import Run, _seed, batch_description, check_run_folder, machine_description, open_run_log, train_loop
 from .objective import ContrastivePretraining
-from .recipe import Recipe, recipe_to_yaml
-from .runlog import MetricsLog, check_audio_headers
+from .recipe import Recipe
+from .runlog import check_audio_headers
 from .tuning import AdapterTuning, WholeModelTuning
 
 OUTPUTS = [CHECKPOINT, "model", "metrics.jsonl", "recipe.yaml", "report.md", "curves.png"]
@@ -42,26 +44,24 @@ def pretrain(recipe: Recipe, resume: bool = False, overwrite: bool = False, prog
     started = time.time()
     run_dir = Path(recipe.output_dir) / recipe.name
     fresh = not run_dir.exists()
-    try:
-        run = _prepare(recipe, run_dir, resume, overwrite, progress)
-        run.tuning.attach(run.host.model)
-        trainable = run.tuning.summary(run.host.model)["trainable"]
-        if run.log.first("setup") is None:
-            run.log.append({"event": "setup", "tuning": run.tuning.label, "trainable": trainable})
-        train_loop(run, resume)
-        return _finish(run, trainable, time.time() - started)
-    except BaseException:
-        if fresh and not (run_dir / CHECKPOINT).exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+    with session(None if recipe.model.device == "auto" else recipe.model.device) as world:
+        try:
+            check_world(recipe, world)
+            run = _prepare(recipe, run_dir, resume, overwrite, progress and world.main, world)
+            run.tuning.attach(run.host.model)
+            trainable = run.tuning.summary(run.host.model)["trainable"]
+            if run.log.first("setup") is None:
+                run.log.append({"event": "setup", "tuning": run.tuning.label, "trainable": trainable})
+            train_loop(run, resume)
+            return _finish(run, trainable, time.time() - started)
+        except BaseException:
+            if world.main and fresh and not (run_dir / CHECKPOINT).exists():
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
 
 
-def _prepare(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, progress: bool) -> Run:
-    begun = any((run_dir / f).exists() for f in (CHECKPOINT, "model", "report.md"))
-    if begun and not (resume or overwrite):
-        raise SpeechPeftError(f"'{run_dir}' already holds a run; pass --resume to continue it or --overwrite")
-    if resume and not (run_dir / CHECKPOINT).is_file():
-        raise SpeechPeftError(f"cannot resume: no checkpoint at '{run_dir / CHECKPOINT}'")
+def _prepare(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, progress: bool, world: World) -> Run:
+    check_run_folder(run_dir, ("model",), resume, overwrite, world)
     splits = {key: read_audio_set(getattr(recipe.data, key)) for key in ("train", "dev")}
     for utts in splits.values():
         check_audio_headers(utts, max_seconds=recipe.model.window_seconds)
@@ -71,7 +71,7 @@ def _prepare(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, progr
     p = recipe.pretrain
     settings = PretrainSettings(p.mask_time_prob, p.mask_time_length, p.num_negatives, p.diversity_weight,
                                 p.max_temperature, p.min_temperature, p.temperature_decay)  # fmt: skip
-    device = None if recipe.model.device == "auto" else recipe.model.device
+    device = device_for(world, None if recipe.model.device == "auto" else recipe.model.device)
     host = load_pretrain_host(recipe.model.name, device=device, settings=settings)
     host.set_window(recipe.model.window_seconds)
     for utts in splits.values():
@@ -88,24 +88,26 @@ def _prepare(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, progr
         tuning = WholeModelTuning(label="full (feature encoder included)")
     else:
         tuning = AdapterTuning(recipe.adapter.config())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(run_dir, OUTPUTS)
-    if overwrite and not resume:
-        for name in (CHECKPOINT, "report.md", "curves.png"):
-            (run_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "model", ignore_errors=True)
-    log = MetricsLog(run_dir / "metrics.jsonl", fresh=not resume)
-    atomic_write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
+    if world.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(run_dir, OUTPUTS)
+        if overwrite and not resume:
+            for name in (CHECKPOINT, "report.md", "curves.png"):
+                (run_dir / name).unlink(missing_ok=True)
+            shutil.rmtree(run_dir / "model", ignore_errors=True)
+    log = open_run_log(run_dir, recipe, resume, world)
     base = sum(q.numel() for q in host.model.parameters())
     objective = ContrastivePretraining(seed=recipe.train.seed, batch_size=recipe.eval.batch_size)
-    return Run(recipe, run_dir, host, splits["train"], splits["dev"], [], log, base, tuning, objective, progress)
+    return Run(recipe, run_dir, host, splits["train"], splits["dev"], [], log, base, tuning, objective, progress,
+               world=world)  # fmt: skip
 
 
 def _finish(run: Run, trainable: int, total_seconds: float) -> dict[str, Any]:
     model = run.host.model
     if adapter_layers(model):
         unload_adapter(model, merge=True)  # the output is a plain checkpoint with the adapter in its weights
-    atomic_dir(run.dir / "model", run.host.save_pretrained)
+    if run.world.main:
+        atomic_dir(run.dir / "model", run.host.save_pretrained)
     r = run.recipe
     rows = run.log.rows()
     dev = [row for row in rows if row["event"] == "dev"]
@@ -121,7 +123,8 @@ def _finish(run: Run, trainable: int, total_seconds: float) -> dict[str, Any]:
         "trainable": trainable,
         "base_parameters": run.base_parameters,
         "steps": r.train.max_steps,
-        "batch": r.train.batch_size * r.train.grad_accum,
+        "batch": batch_description(r, run.world),
+        "machine": machine_description(run),
         "lr": r.train.lr,
         "first_dev": dev[0] if dev else None,
         "last_dev": dev[-1] if dev else None,
@@ -130,6 +133,7 @@ def _finish(run: Run, trainable: int, total_seconds: float) -> dict[str, Any]:
         "output": str(run.dir / "model"),
     }
     title = f"{r.name}: continued pretraining of {r.model.name}" + (" (synthetic data)" if r.data.synthetic else "")
-    write_pretrain_curves(rows, run.dir / "curves.png", title)
-    write_pretrain_report(run.dir / "report.md", info)
+    if run.world.main:
+        write_pretrain_curves(rows, run.dir / "curves.png", title)
+        write_pretrain_report(run.dir / "report.md", info)
     return info

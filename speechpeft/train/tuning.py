@@ -58,6 +58,10 @@ class Tuning(Protocol):
     def state(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """Every trained tensor, for a resumable checkpoint."""
 
+    def same_parameters_every_step(self, model: nn.Module) -> bool:
+        """True when every trained parameter gets a gradient on every update (DDP then skips its
+        search for unused ones); False when unsure."""
+
     def load_state(self, model: nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
         """Put ``state``'s tensors back. Raises SpeechPeftError if they do not fit."""
 
@@ -118,6 +122,9 @@ class AdapterTuning:
     def _layer_cls(self, model: nn.Module):
         return adapter_kind(self.label).layer_cls
 
+    def same_parameters_every_step(self, model: nn.Module) -> bool:
+        return self._layer_cls(model).every_parameter_every_step  # the host's new modules are used always
+
     def state(self, model: nn.Module) -> dict[str, torch.Tensor]:
         tensors = dict(self._layer_cls(model).state_for_save(adapter_layers(model), prune=False))
         tensors.update({PEFT_PREFIX + k: v for k, v in module_tensors(model, self.modules).items()})
@@ -171,6 +178,9 @@ class WholeModelTuning:
 
     def param_groups(self, model: nn.Module, lr: float) -> list[dict[str, Any]]:
         return [{"params": list(self.trained(model).values()), "lr": lr}]
+
+    def same_parameters_every_step(self, model: nn.Module) -> bool:
+        return False  # e.g. wav2vec 2.0's mask embedding is used only when SpecAugment draws a mask
 
     def loss(self, model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
         return loss

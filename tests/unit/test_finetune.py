@@ -111,7 +111,7 @@ def update(run, *args):  # die before the update numbered `at`
         os.kill(os.getpid(), signal.SIGKILL)
     return original_update(run, *args)
 
-def save(path, tensors, optimizer, scheduler, counters):  # die half-way through writing a checkpoint
+def save(path, tensors, optimizer, scheduler, counters, *rest):  # die half-way through writing a checkpoint
     if mode == "checkpoint" and counters["step"] == int(at):
         import torch
         real = torch.save
@@ -120,7 +120,7 @@ def save(path, tensors, optimizer, scheduler, counters):  # die half-way through
             os.truncate(f, os.path.getsize(f) // 2)
             os.kill(os.getpid(), signal.SIGKILL)
         torch.save = torn
-    return original_save(path, tensors, optimizer, scheduler, counters)
+    return original_save(path, tensors, optimizer, scheduler, counters, *rest)
 
 loop._update, loop.save_checkpoint = update, save
 from speechpeft.cli import main

@@ -23,7 +23,7 @@ ALLOWED = {
     "api": set(LOWER) | {"data", "eval", "train", "infer", "api"},  # speechpeft/__init__.py
     "cli": set(LOWER) | {"data", "eval", "train", "infer", "serve", "api", "cli"},
 }
-BASE_MODULES = {"errors", "fs"}
+BASE_MODULES = {"errors", "fs", "distributed"}
 
 
 def layer_of(module: str) -> str:
