@@ -36,6 +36,40 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="redo files whose outputs exist")
     p.add_argument("--device", help="cpu, cuda, cuda:1... (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true")
+    d = p.add_argument_group("decoding (openai-whisper's options; see README)")
+    d.add_argument(
+        "--temperature",
+        default="0",
+        help="one value, or a fallback list such as 0,0.2,0.4,0.6,0.8,1.0 (default: 0, one greedy pass)",
+    )
+    d.add_argument(
+        "--compression-ratio-threshold",
+        type=float,
+        help="re-decode a window whose gzip ratio is above this (default with fallback: 2.4)",
+    )
+    d.add_argument(
+        "--logprob-threshold",
+        type=float,
+        help="re-decode a window whose mean log-probability is below this (default with fallback: -1.0)",
+    )
+    d.add_argument(
+        "--no-speech-threshold",
+        type=float,
+        help="treat a window as silence above this no-speech probability (default with fallback: 0.6)",
+    )
+    d.add_argument("--initial-prompt", help="text to condition the first window on (names, spelling, style)")
+    d.add_argument(
+        "--condition-on-previous-text",
+        action="store_true",
+        help="long-form: condition each window on the previous one's text",
+    )
+    d.add_argument("--seed", type=int, default=0, help="seed for sampling at temperatures above 0 (default: 0)")
+    w = p.add_argument_group("word timestamps")
+    w.add_argument("--word-timestamps", action="store_true", help="words with start and end times (json, srt, vtt)")
+    w.add_argument("--highlight-words", action="store_true", help="srt/vtt: underline each word as it is spoken")
+    w.add_argument("--max-line-width", type=int, help="srt/vtt: characters per line")
+    w.add_argument("--max-line-count", type=int, help="srt/vtt: lines per cue (with --max-line-width)")
+    w.add_argument("--max-words-per-line", type=int, help="srt/vtt: words per cue")
     p.set_defaults(func=run)
 
 
@@ -43,17 +77,26 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import SpeechPeftError
     from ..infer import TranscribeOptions, jobs_from_args, transcribe_files
     from ..infer.transcribe import failure_lines, summary_lines
-    from ..infer.writers import parse_formats
+    from ..infer.writers import SubtitleLayout, parse_formats
+    from ..models.decoding import DecodeOptions, parse_temperatures
 
     try:
         formats = parse_formats(args.format)
     except ValueError as e:
         raise SpeechPeftError(str(e)) from None
+    decode = DecodeOptions(
+        temperatures=parse_temperatures(args.temperature), compression_ratio_threshold=args.compression_ratio_threshold,
+        logprob_threshold=args.logprob_threshold, no_speech_threshold=args.no_speech_threshold,
+        initial_prompt=args.initial_prompt, condition_on_previous_text=args.condition_on_previous_text,
+        word_timestamps=args.word_timestamps, seed=args.seed,
+    )  # fmt: skip
+    layout = SubtitleLayout(args.max_line_width, args.max_line_count, args.max_words_per_line, args.highlight_words)
     jobs = jobs_from_args(args.audio, args.adapter, args.adapter_map)
     opts = TranscribeOptions(
         model=args.model, language=args.language, task=args.task, beam=args.beam, batch_size=args.batch_size,
         formats=formats, output_dir=Path(args.output_dir), vad=args.vad, overwrite=args.overwrite,
         window_seconds=args.window_seconds, device=args.device, progress=not args.no_progress,
+        decode=decode, layout=layout,
     )  # fmt: skip
     out = transcribe_files(jobs, opts)
     for line in summary_lines(out, Path(args.output_dir)):

@@ -26,9 +26,9 @@ from ..adapters.io import check_adapter_base
 from ..data import audio_duration, load_audio
 from ..errors import SpeechPeftError
 from ..fs import atomic_write_text
-from ..models import ASRHost, Segment, load_host
+from ..models import ASRHost, DecodeOptions, Transcript, load_host
 from .inputs import Job
-from .writers import FORMATS, render
+from .writers import FORMATS, SubtitleLayout, render
 
 RATE = 16_000
 VAD_BLOCK_SECONDS = 1800.0  # VAD mode holds at most this much decoded audio at once
@@ -48,8 +48,14 @@ class TranscribeOptions:
     window_seconds: float | None = None  # None: the adapter's training window, else the model's
     device: str | None = None
     progress: bool = True
+    decode: DecodeOptions = DecodeOptions()  # openai-whisper's options: fallback, prompt, words...
+    layout: SubtitleLayout = SubtitleLayout()  # srt/vtt cues from words (needs decode.word_timestamps)
 
     def __post_init__(self):
+        if self.layout.asked and not self.decode.word_timestamps:
+            raise SpeechPeftError(
+                "--max-line-width, --max-line-count, --max-words-per-line and --highlight-words need --word-timestamps"
+            )
         if self.batch_size < 1:
             raise SpeechPeftError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.beam < 1:
@@ -101,8 +107,8 @@ def transcribe_files(jobs: Sequence[Job], opts: TranscribeOptions, host: ASRHost
             mixed, ids = _load_bank(host, groups, opts, full_window, out, bar)
             out.mixed_batch = True
             try:
-                for job, segments in decode(host, mixed, opts, bar, out, ids):
-                    _write(job, segments, opts, _meta(host, opts, job.adapter), out)
+                for job, transcript in decode(host, mixed, opts, bar, out, ids):
+                    _write(job, transcript, opts, _meta(host, opts, job.adapter), out)
             finally:
                 unload_bank(host.model)
             out.audio_seconds, out.wall_seconds = total, time.time() - started
@@ -117,8 +123,8 @@ def transcribe_files(jobs: Sequence[Job], opts: TranscribeOptions, host: ASRHost
                     bar.update(sum(d for _, d in group))
                     continue
                 meta = _meta(host, opts, adapter)
-                for job, segments in decode(host, group, opts, bar, out):
-                    _write(job, segments, opts, meta, out)
+                for job, transcript in decode(host, group, opts, bar, out):
+                    _write(job, transcript, opts, meta, out)
         finally:
             slot.clear()  # a host passed in leaves as it came: bare, base weights exact
     out.audio_seconds = total
@@ -243,11 +249,11 @@ def _meta(host: ASRHost, opts: TranscribeOptions, adapter: str | None) -> dict[s
     return {
         "model": opts.model,
         "adapter": adapter,
-        "language": opts.language,
         "task": opts.task,
         "beam": opts.beam,
         "window_seconds": host.window_seconds,
         "chunking": "silero-vad" if opts.vad else "sequential long-form (timestamp tokens)",
+        "decoding": opts.decode.describe(),
     }
 
 
@@ -278,13 +284,12 @@ def _decode_longform(host, group, opts, bar, out, ids=None):
             arrays = [a for _, a in loaded]
             try:
                 adapter_ids = [ids[job.adapter] for job, _ in loaded] if ids else None
-                segments = host.transcribe_segments(
-                    arrays, opts.language, opts.task, opts.beam, progress=tracker, adapter_ids=adapter_ids
-                )
+                found = host.transcribe_long(arrays, opts.language, opts.task, opts.beam, progress=tracker,
+                                             adapter_ids=adapter_ids, decode=opts.decode)  # fmt: skip
             except SpeechPeftError as e:
                 out.failures += [(job.where, str(e)) for job, _ in loaded]
             else:
-                yield from ((job, segs) for (job, _), segs in zip(loaded, segments, strict=True))
+                yield from ((job, t) for (job, _), t in zip(loaded, found, strict=True))
             tracker.finish()
         else:
             bar.update(seconds)
@@ -299,7 +304,7 @@ def _decode_vad(host, group, opts, bar, out, ids=None):
         if item is not None and (not block or sum(d for _, d in block) + item[1] <= VAD_BLOCK_SECONDS):
             block.append(item)
             continue
-        chunks, results = [], {}
+        chunks, results, languages = [], {}, {}
         for job, _ in block:
             audio = _load(job, out)
             if audio is None:
@@ -310,15 +315,16 @@ def _decode_vad(host, group, opts, bar, out, ids=None):
         for start in range(0, len(chunks), opts.batch_size):
             batch = chunks[start : start + opts.batch_size]
             adapter_ids = [ids[c[0].adapter] for c in batch] if ids else None
-            segments = host.transcribe_segments(
-                [c[2] for c in batch], opts.language, opts.task, opts.beam, adapter_ids=adapter_ids
-            )
-            for (job, offset, _), segs in zip(batch, segments, strict=True):
-                t0 = offset / RATE
-                results[job] += [Segment(t0 + s.start, t0 + s.end, s.text) for s in segs]
+            found = host.transcribe_long([c[2] for c in batch], opts.language, opts.task, opts.beam,
+                                         adapter_ids=adapter_ids, decode=opts.decode)  # fmt: skip
+            for (job, offset, _), t in zip(batch, found, strict=True):
+                results[job] += [s.shifted(offset / RATE) for s in t.segments]
+                if job not in languages or offset < languages[job][0]:  # a file's language: its first chunk's
+                    languages[job] = (offset, t.language, t.language_probability)
             bar.update(sum(len(c[2]) for c in batch) / RATE)
         for job, segs in results.items():
-            yield job, sorted(segs, key=lambda s: s.start)
+            _, language, probability = languages.get(job, (0, opts.language, None))
+            yield job, Transcript(sorted(segs, key=lambda s: s.start), language, probability)
         bar.update(sum(d for _, d in block) - sum(len(c[2]) for c in chunks) / RATE)  # the silence
         block = [item] if item is not None else []
 
@@ -339,11 +345,13 @@ class _BatchProgress:
         self(self.limit)
 
 
-def _write(job: Job, segments: list[Segment], opts: TranscribeOptions, meta: dict, out: TranscribeOutcome) -> None:
+def _write(job: Job, transcript: Transcript, opts: TranscribeOptions, meta: dict, out: TranscribeOutcome) -> None:
     written = []
+    meta = {"audio": str(job.audio), **meta, "language": transcript.language,
+            "language_probability": transcript.language_probability}  # fmt: skip
     try:
         for path, fmt in zip(_outputs(job, opts), opts.formats, strict=True):
-            written.append(atomic_write_text(path, render(fmt, segments, {"audio": str(job.audio), **meta})))
+            written.append(atomic_write_text(path, render(fmt, transcript.segments, meta, opts.layout)))
     except OSError as e:
         out.failures.append((job.where, f"cannot write '{e.filename or opts.output_dir}' ({e.strerror or e})"))
         return

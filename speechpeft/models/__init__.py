@@ -1,9 +1,12 @@
 """Model hosts: one file per backbone. Each registers its target presets and itself (by the
 checkpoint's ``config.model_type``) on import; ``load_host`` picks the right one."""
 
+from .decoding import DecodeOptions
 from .host import (
     ASRHost,
     Segment,
+    Transcript,
+    Word,
     load_host,
     load_pretrain_host,
     model_type_of,
@@ -23,6 +26,9 @@ __all__ = [
     "Wav2Vec2Host",
     "load_wav2vec2",
     "ASRHost",
+    "DecodeOptions",
+    "Transcript",
+    "Word",
     "PretrainSettings",
     "Wav2Vec2PretrainHost",
     "Segment",

@@ -21,12 +21,35 @@ from torch import nn
 from ..errors import SpeechPeftError
 
 
+class Word(NamedTuple):
+    """One word with its time span in seconds from the start of the audio (``--word-timestamps``)."""
+
+    start: float
+    end: float
+    word: str  # as decoded, with its leading space where the language spaces its words
+
+
 class Segment(NamedTuple):
     """A stretch of decoded text with its time span in seconds from the start of the audio."""
 
     start: float
     end: float
     text: str
+    words: tuple[Word, ...] = ()  # filled when word timestamps are asked for
+    temperature: float | None = None  # the temperature that produced it, under temperature fallback
+
+    def shifted(self, seconds: float) -> Segment:
+        """The same segment ``seconds`` later (a chunk's offset in its file)."""
+        words = tuple(Word(w.start + seconds, w.end + seconds, w.word) for w in self.words)
+        return self._replace(start=self.start + seconds, end=self.end + seconds, words=words)
+
+
+class Transcript(NamedTuple):
+    """One file's decoding: its segments, and the language (detected, with its probability, or forced)."""
+
+    segments: list[Segment]
+    language: str | None = None
+    language_probability: float | None = None  # None when the language was given, not detected
 
 
 def default_device() -> torch.device:
@@ -126,6 +149,19 @@ class ASRHost(Protocol):
         adapter_ids: Sequence[int] | None = None,
     ) -> list[list[Segment]]:
         """Timed segments of files of any length (``speechpeft transcribe``)."""
+
+    def transcribe_long(
+        self,
+        arrays: Sequence[np.ndarray],
+        language: str | None = None,
+        task: str = "transcribe",
+        beam: int = 1,
+        progress: Callable[[float], None] | None = None,
+        adapter_ids: Sequence[int] | None = None,
+        decode: Any = None,
+    ) -> list[Transcript]:
+        """``transcribe_segments`` with decoding options (``models.decoding.DecodeOptions``) and, per
+        file, the language (detected or given)."""
 
     def max_new_tokens(self, seconds: float, per_second: float) -> int | None:
         """The decoding cap for an utterance of ``seconds``: 16 + ``per_second`` x seconds, within

@@ -34,7 +34,10 @@ from ..adapters import (
     unload_adapter,
 )
 from ..errors import SpeechPeftError
-from .host import Segment, default_device, register_host
+from .decoding import DecodeOptions
+from .host import Segment, Transcript, default_device, register_host
+
+DEFAULTS = DecodeOptions().describe()
 
 _LAYER = r"(wav2vec2\.)?encoder\.layers\.\d+\."
 PRESETS = {
@@ -294,6 +297,29 @@ class Wav2Vec2Host(_Wav2Vec2Audio):
         adapter_ids: Sequence[int] | None = None,
     ) -> list[list[Segment]]:
         """Files of any length, decoded in window-sized pieces; one segment per non-empty piece."""
+        return [t.segments for t in self.transcribe_long(arrays, language, task, beam, progress, adapter_ids)]
+
+    def transcribe_long(
+        self,
+        arrays: Sequence[np.ndarray],
+        language: str | None = None,
+        task: str = "transcribe",
+        beam: int = 1,
+        progress: Callable[[float], None] | None = None,
+        adapter_ids: Sequence[int] | None = None,
+        decode: DecodeOptions | None = None,
+    ) -> list[Transcript]:
+        """``transcribe_segments`` as ``Transcript``s. A CTC model reads one label per frame, greedily:
+        it has no language to detect and takes none of Whisper's decoding options.
+
+        Raises:
+            SpeechPeftError: a decoding option other than the defaults, translation, or adapter ids.
+        """
+        asked = [k for k, v in (decode.describe() if decode else {}).items() if v != DEFAULTS.get(k)]
+        if asked:
+            raise SpeechPeftError(
+                f"a CTC model decodes greedily, one label per frame: {asked[0]} needs a Whisper model"
+            )
         if task != "transcribe":
             raise SpeechPeftError("a CTC model only transcribes; --task translate needs Whisper")
         if adapter_ids is not None:
@@ -310,7 +336,7 @@ class Wav2Vec2Host(_Wav2Vec2Audio):
                 out[i].append(Segment(s / rate, (s + len(chunk)) / rate, text))
             if progress is not None:
                 progress((s + len(chunk)) / rate)
-        return out
+        return [Transcript(segments, language) for segments in out]
 
     # --- helpers ---------------------------------------------------------------------------
 

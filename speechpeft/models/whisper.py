@@ -17,8 +17,18 @@ from torch import nn
 
 from ..adapters import adapter_condition, adapter_layers, inject, load_adapter, register_presets, unload_adapter
 from ..errors import SpeechPeftError
-from .host import Segment, default_device, register_host
-from .whisper_generate import cache_suppression, follow_batch_reductions, quiet_generate_notices, reduction_hook
+from .decoding import DecodeOptions
+from .host import Segment, Transcript, default_device, register_host
+from .whisper_generate import (
+    cache_suppression,
+    decode_record,
+    follow_batch_reductions,
+    quiet_generate_notices,
+    reduction_hook,
+    report_decodes,
+    retry_hook,
+)
+from .whisper_longform import generate_kwargs, language_of, restore_attention, seeded, transcripts
 
 _BLOCK = r"(model\.)?(encoder|decoder)\.layers\.\d+\."
 _ATTN = r"(model\.)?(encoder\.layers\.\d+\.self_attn|decoder\.layers\.\d+\.(self_attn|encoder_attn))"
@@ -265,16 +275,34 @@ class WhisperHost:
         progress: Callable[[float], None] | None = None,
         adapter_ids: Sequence[int] | None = None,
     ) -> list[list[Segment]]:
-        """Timed segments for audio of any length (16 kHz mono arrays); adapters stay active.
+        """Timed segments for audio of any length: ``transcribe_long``'s, with default options."""
+        return [t.segments for t in self.transcribe_long(arrays, language, task, beam, progress, adapter_ids)]
+
+    @torch.no_grad()
+    def transcribe_long(
+        self,
+        arrays: Sequence[np.ndarray],
+        language: str | None = None,
+        task: str = "transcribe",
+        beam: int = 1,
+        progress: Callable[[float], None] | None = None,
+        adapter_ids: Sequence[int] | None = None,
+        decode: DecodeOptions | None = None,
+    ) -> list[Transcript]:
+        """One ``Transcript`` per array (16 kHz mono, any length); adapters stay active.
 
         Whisper predicts timestamp tokens. Audio longer than the encoder window is decoded by
         transformers' sequential long-form algorithm: decode one window, move to the last
         predicted timestamp, repeat. Several arrays are decoded as one batch. ``progress`` is
-        called with the seconds of this batch decoded so far.
+        called with the seconds of this batch decoded so far. ``decode`` adds openai-whisper's
+        options (``models.decoding``): temperature fallback, no-speech skipping, an initial
+        prompt, conditioning on previous text, word timestamps. Without ``language``, each file's
+        language is detected on its first window and reported with its probability.
 
         Raises:
             SpeechPeftError: bad audio (empty, non-finite, not 1-D), unknown language or task, beam < 1.
         """
+        decode = (decode or DecodeOptions()).resolved()
         kwargs = self._decode_kwargs(language, task, beam)
         _check_ids(adapter_ids, len(arrays))
         for i, a in enumerate(arrays):
@@ -290,30 +318,35 @@ class WhisperHost:
         monitor = None
         if progress is not None:
             monitor = lambda p: progress(float(p[:, 0].sum()) / FRAMES_PER_SECOND)  # noqa: E731
+        report_decodes(self.model)
+        extra = generate_kwargs(self.model, self._processor(), decode)
         was_training = self.model.training
         self.model.eval()
         try:
-            with self._adapters_for(adapter_ids, 0, len(arrays)), self._condition(kwargs):
+            with (
+                self._adapters_for(adapter_ids, 0, len(arrays)),
+                self._condition(kwargs),
+                decode_record() as record,
+                restore_attention(self.model),
+                seeded(decode),
+            ):
                 result = self.model.generate(
                     input_features=out.input_features.to(self.device, self.dtype),
                     attention_mask=out.attention_mask.to(self.device),
                     return_timestamps=True,
                     return_segments=True,
                     monitor_progress=monitor,
-                    **kwargs,
+                    **{**kwargs, **extra},
                 )
         finally:
             self.model.train(was_training)
-        tok = self._processor().tokenizer
-        segments = []
-        for item in result["segments"]:
-            mine = []
-            for seg in item:
-                text = tok.decode(seg["tokens"], skip_special_tokens=True).strip()
-                if text:
-                    mine.append(Segment(float(seg["start"]), float(seg["end"]), text))
-            segments.append(mine)
-        return segments
+        if "language" in kwargs:
+            languages = [(kwargs["language"], None)] * len(arrays)
+        elif record.languages is not None:
+            languages = [(language_of(self.model, i), round(p, 4)) for i, p in record.languages]
+        else:  # an English-only model: nothing to detect
+            languages = [(None, None)] * len(arrays)
+        return transcripts(result, self._processor().tokenizer, languages, decode)
 
     def _condition(self, kwargs: dict[str, Any]) -> Any:
         """What the adapter needs for this call (Master-ASR: the language, as a Whisper code)."""
@@ -328,19 +361,26 @@ class WhisperHost:
     def mixed_adapters(self, ids: Sequence[int]) -> Iterator[None]:
         """Decode a batch where row i uses bank adapter ``ids[i]`` (-1: none); see ``adapters.bank``.
 
-        transformers' Whisper generate drops finished items from its batch between passes; the
-        bank's ids follow (``whisper_generate.follow_batch_reductions``), so every row keeps its
-        own adapter. Beam rows repeat their utterance's id. The ids are the calling thread's.
+        transformers' Whisper generate drops finished items from its batch between passes, and
+        temperature fallback re-runs some rows as a smaller batch; the bank's ids follow both
+        (``whisper_generate``), so every row keeps its own adapter. Beam rows repeat their
+        utterance's id. The ids are the calling thread's.
         """
         from ..adapters.bank import bank_ids, set_bank_ids
 
         follow_batch_reductions(self.model)
+        report_decodes(self.model)
         full = torch.as_tensor(list(ids), dtype=torch.int64, device=self.device)
+        current = [full]
 
-        def kept(rows) -> None:
-            set_bank_ids(self.model, full[torch.as_tensor(rows, dtype=torch.int64, device=full.device)])
+        def kept(rows) -> None:  # long-form dropped finished files: rows index the whole batch
+            current[0] = full[torch.as_tensor(rows, dtype=torch.int64, device=full.device)]
+            set_bank_ids(self.model, current[0])
 
-        with bank_ids(self.model, full), reduction_hook(kept):
+        def retried(rows: list[int]) -> None:  # temperature fallback re-runs rows of the current batch
+            set_bank_ids(self.model, current[0][torch.as_tensor(rows, dtype=torch.int64, device=full.device)])
+
+        with bank_ids(self.model, full), reduction_hook(kept), retry_hook(retried):
             yield
 
     def _decode_kwargs(self, language: str | None, task: str, beam: int) -> dict[str, Any]:

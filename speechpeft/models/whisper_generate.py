@@ -125,3 +125,144 @@ def reduction_hook(hook: Callable[[Any], None]) -> Iterator[None]:
         yield
     finally:
         _local.hook = previous
+
+
+# --- what a decode reports back: detected languages, and the temperature of each window ----------
+
+
+class DecodeRecord:
+    """What one long-form generate call reports through the patches below: the language detected
+    for each row with its probability, and the temperature each window's kept output came from
+    (stamped on transformers' segment dicts as ``"temperature"``)."""
+
+    def __init__(self) -> None:
+        self.languages: list[tuple[int, float]] | None = None  # (language token id, probability) per row
+        self.row_map: list[int] = []  # fallback round row -> row of the window's batch
+        self.temperatures: dict[int, float] = {}  # row of the window's batch -> last temperature tried
+        self.schedule: list[float] = []
+        self.round: list[bool] = []
+        self.rounds = 0
+
+
+@contextlib.contextmanager
+def decode_record() -> Iterator[DecodeRecord]:
+    """Inside the block, this thread's Whisper decodes report into the yielded record."""
+    previous = getattr(_local, "record", None)
+    _local.record = record = DecodeRecord()
+    try:
+        yield record
+    finally:
+        _local.record = previous
+
+
+@contextlib.contextmanager
+def retry_hook(hook: Callable[[list[int]], None]) -> Iterator[None]:
+    """Inside the block, a temperature-fallback retry reports which rows of the batch it re-runs
+    (indices into the batch just decoded), before it decodes them as a smaller batch."""
+    previous = getattr(_local, "retry", None)
+    _local.retry = hook
+    try:
+        yield
+    finally:
+        _local.retry = previous
+
+
+def report_decodes(model: nn.Module) -> None:
+    """Install, once, the patches that fill ``decode_record`` and call ``retry_hook``: language
+    detection that also keeps its probabilities, and watchers on temperature fallback.
+
+    Raises:
+        SpeechPeftError: a transformers version these were not checked on, or one without the methods.
+    """
+    if getattr(model, "_speechpeft_reports", False):
+        return
+    check_transformers()
+    names = ("detect_language", "generate_with_fallback", "_need_fallback", "_retrieve_segment", "_postprocess_outputs")
+    missing = [n for n in names if not hasattr(model, n)]
+    if missing:
+        raise SpeechPeftError(f"this transformers' Whisper has no {', '.join(missing)}; decoding options need them")
+    model.detect_language = _detect_language_for(model)
+    _wrap_fallback(model)
+    model._speechpeft_reports = True
+
+
+def _detect_language_for(model: nn.Module) -> Callable[..., torch.Tensor]:
+    """transformers' ``detect_language`` (one decoder step on the first window, the most likely
+    language token), keeping the probability of the language it picks."""
+
+    def detect(input_features=None, encoder_outputs=None, generation_config=None, num_segment_frames=3000):
+        generation_config = generation_config or model.generation_config
+        if input_features is not None:
+            inputs = {"input_features": input_features[:, :, :num_segment_frames]}
+            batch = input_features.shape[0]
+        else:
+            inputs = {"encoder_outputs": encoder_outputs}
+            batch = encoder_outputs[0].shape[0]
+        start = torch.full((batch, 1), generation_config.decoder_start_token_id, dtype=torch.long, device=model.device)
+        with torch.no_grad():
+            logits = model(**inputs, decoder_input_ids=start, use_cache=False).logits[:, -1]
+        ids = torch.tensor(sorted(generation_config.lang_to_id.values()), device=logits.device)
+        probs = logits[:, ids].float().softmax(-1)
+        best = probs.argmax(-1)
+        record = getattr(_local, "record", None)
+        if record is not None:
+            record.languages = [(int(ids[b]), float(probs[i, b])) for i, b in enumerate(best.tolist())]
+        return ids[best]
+
+    return detect
+
+
+def _wrap_fallback(model: nn.Module) -> None:
+    with_fallback, need, retrieve = model.generate_with_fallback, model._need_fallback, model._retrieve_segment
+    postprocess = model._postprocess_outputs
+
+    def generate_with_fallback(*args: Any, **kwargs: Any) -> Any:
+        record = getattr(_local, "record", None)
+        if record is not None:
+            record.row_map = list(range(kwargs["cur_bsz"]))
+            record.temperatures, record.schedule = {}, list(kwargs["temperatures"])
+            record.round, record.rounds = [], 0
+        return with_fallback(*args, **kwargs)
+
+    def need_fallback(seek_sequence, seek_outputs, index, logits_processor, generation_config, vocab_size,
+                      temperature):  # fmt: skip
+        out = need(seek_sequence, seek_outputs, index, logits_processor, generation_config, vocab_size, temperature)
+        record = getattr(_local, "record", None)
+        if record is None or not record.row_map:
+            return out
+        record.temperatures[record.row_map[index]] = 0.0 if temperature is None else float(temperature)
+        record.round.append(out[0])
+        if index == len(seek_outputs) - 1:  # the round's last row: the retry batch is known
+            rows = [i for i, again in enumerate(record.round) if again]
+            record.rounds += 1
+            record.round = []
+            if rows and record.rounds < len(record.schedule):
+                record.row_map = [record.row_map[i] for i in rows]
+                hook = getattr(_local, "retry", None)
+                if hook is not None:
+                    hook(rows)
+        return out
+
+    def retrieve_segment(*args: Any, **kwargs: Any) -> Any:
+        segments, offset = retrieve(*args, **kwargs)
+        record = getattr(_local, "record", None)
+        if record is not None and record.temperatures:
+            temperature = record.temperatures.get(kwargs["idx"])
+            for seg in segments:
+                seg["temperature"] = temperature
+        return segments, offset
+
+    def postprocess_outputs(*args: Any, **kwargs: Any) -> Any:
+        # transformers 5 hands a fallback retry (a subset of the rows) the whole batch's index
+        # map, so that token timestamps look up the frame counts of other rows (and, for a
+        # retry of one row, of none: an IndexError). The retry's own rows are the record's.
+        record = getattr(_local, "record", None)
+        rows = kwargs.get("batch_idx_map")
+        if record is not None and rows is not None and 0 < len(record.row_map) < len(rows):
+            kwargs["batch_idx_map"] = [rows[i] for i in record.row_map]
+        return postprocess(*args, **kwargs)
+
+    model.generate_with_fallback = generate_with_fallback
+    model._need_fallback = need_fallback
+    model._retrieve_segment = retrieve_segment
+    model._postprocess_outputs = postprocess_outputs

@@ -121,7 +121,7 @@ class TrainSection:
     # vocabulary): a head from scratch learns slowly at an adapter's rate
     new_module_lr_scale: float = 1.0
     max_steps: int = 300  # optimizer updates
-    batch_size: int = 8  # utterances per micro-batch
+    batch_size: int = 8  # utterances per micro-batch; under torchrun the global one, split over the processes
     grad_accum: int = 1  # micro-batches per update
     warmup_steps: int = 20  # linear warm-up, then linear decay to 0 at max_steps
     weight_decay: float = 0.0

@@ -45,6 +45,16 @@ def hosts(tmp_path_factory, tiny_whisper_dir):
     }
 
 
+def two_languages(corpus: dict[str, Path]) -> dict[str, Path]:
+    """Every other utterance marked English: batches are then of one language or the other."""
+    manifest = corpus["train"]
+    rows = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines()]
+    for i, row in enumerate(rows):
+        row["language"] = "en" if i % 2 else "zh"
+    manifest.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return corpus
+
+
 def all_lengths(corpus: dict[str, Path]) -> dict[str, Path]:
     """Every utterance a different length (quiet added at the end), so that a shard's longest is
     never the batch's longest by chance: padding a shard as the whole batch is padded matters."""
@@ -111,6 +121,12 @@ CASES = {
     # S2-LoRA: one basis per matrix shape, shared by every layer; its proximal L1 step after each update
     "whisper-s2lora": ("whisper", {"kind": "s2lora", "rank": 8, "init": "b0", "l1": 0.5}, {}),
     "whisper-lora-accumulated": ("whisper", {"kind": "lora", "rank": 4}, {"grad_accum": 2, "batch_size": 2}),
+    # Master-ASR: a batch trains its own language's rows only (DDP looks for unused parameters)
+    "whisper-master": (
+        "whisper-2lang",
+        {"kind": "master", "languages": ["en", "zh"], "specialists": 2, "t_every": 1},
+        {},
+    ),  # fmt: skip
     # wav2vec 2.0 with group norm over time: a shard padded to its own longest would compute otherwise
     "wav2vec2-lora": ("wav2vec2", {"kind": "lora", "rank": 4, "targets": "all_linear"}, {}),
 }
