@@ -19,6 +19,7 @@ from ..adapters import adapter_condition, adapter_layers, inject, load_adapter, 
 from ..errors import SpeechPeftError
 from .decoding import DecodeOptions
 from .host import Segment, Transcript, default_device, register_host
+from .whisper_align import align
 from .whisper_generate import (
     cache_suppression,
     decode_record,
@@ -28,7 +29,14 @@ from .whisper_generate import (
     report_decodes,
     retry_hook,
 )
-from .whisper_longform import generate_kwargs, language_of, restore_attention, seeded, transcripts
+from .whisper_longform import (
+    alignment_windows,
+    generate_kwargs,
+    language_of,
+    restore_attention,
+    seeded,
+    transcripts,
+)
 
 _BLOCK = r"(model\.)?(encoder|decoder)\.layers\.\d+\."
 _ATTN = r"(model\.)?(encoder\.layers\.\d+\.self_attn|decoder\.layers\.\d+\.(self_attn|encoder_attn))"
@@ -346,7 +354,20 @@ class WhisperHost:
             languages = [(language_of(self.model, i), round(p, 4)) for i, p in record.languages]
         else:  # an English-only model: nothing to detect
             languages = [(None, None)] * len(arrays)
-        return transcripts(result, self._processor().tokenizer, languages, decode)
+        tok = self._processor().tokenizer
+        words = None
+        if decode.word_timestamps:
+            windows = alignment_windows(self.model, result, tok, [lang for lang, _ in languages], task)
+            features = out.input_features.to(self.device, self.dtype)
+            ids = [adapter_ids[w.row] for w in windows if w.tokens] if adapter_ids is not None else None
+            self.model.eval()
+            try:
+                with self._adapters_for(ids, 0, len(windows)), self._condition(kwargs), restore_attention(self.model):
+                    self.model.config._attn_implementation = "eager"  # attention weights are what it reads
+                    words = align(self.model, tok, features, windows, int(round(self.window_seconds * 100)))
+            finally:
+                self.model.train(was_training)
+        return transcripts(result, tok, languages, decode, words)
 
     def _condition(self, kwargs: dict[str, Any]) -> Any:
         """What the adapter needs for this call (Master-ASR: the language, as a Whisper code)."""

@@ -132,8 +132,8 @@ def reduction_hook(hook: Callable[[Any], None]) -> Iterator[None]:
 
 class DecodeRecord:
     """What one long-form generate call reports through the patches below: the language detected
-    for each row with its probability, and the temperature each window's kept output came from
-    (stamped on transformers' segment dicts as ``"temperature"``)."""
+    for each row with its probability, and the temperature and window each segment came from
+    (stamped on transformers' segment dicts as ``"temperature"`` and ``"window"``)."""
 
     def __init__(self) -> None:
         self.languages: list[tuple[int, float]] | None = None  # (language token id, probability) per row
@@ -169,7 +169,8 @@ def retry_hook(hook: Callable[[list[int]], None]) -> Iterator[None]:
 
 def report_decodes(model: nn.Module) -> None:
     """Install, once, the patches that fill ``decode_record`` and call ``retry_hook``: language
-    detection that also keeps its probabilities, and watchers on temperature fallback.
+    detection that also keeps its probabilities, watchers on temperature fallback, and the
+    window of each segment.
 
     Raises:
         SpeechPeftError: a transformers version these were not checked on, or one without the methods.
@@ -177,7 +178,7 @@ def report_decodes(model: nn.Module) -> None:
     if getattr(model, "_speechpeft_reports", False):
         return
     check_transformers()
-    names = ("detect_language", "generate_with_fallback", "_need_fallback", "_retrieve_segment", "_postprocess_outputs")
+    names = ("detect_language", "generate_with_fallback", "_need_fallback", "_retrieve_segment")
     missing = [n for n in names if not hasattr(model, n)]
     if missing:
         raise SpeechPeftError(f"this transformers' Whisper has no {', '.join(missing)}; decoding options need them")
@@ -214,7 +215,6 @@ def _detect_language_for(model: nn.Module) -> Callable[..., torch.Tensor]:
 
 def _wrap_fallback(model: nn.Module) -> None:
     with_fallback, need, retrieve = model.generate_with_fallback, model._need_fallback, model._retrieve_segment
-    postprocess = model._postprocess_outputs
 
     def generate_with_fallback(*args: Any, **kwargs: Any) -> Any:
         record = getattr(_local, "record", None)
@@ -246,23 +246,14 @@ def _wrap_fallback(model: nn.Module) -> None:
     def retrieve_segment(*args: Any, **kwargs: Any) -> Any:
         segments, offset = retrieve(*args, **kwargs)
         record = getattr(_local, "record", None)
-        if record is not None and record.temperatures:
+        if record is not None:
             temperature = record.temperatures.get(kwargs["idx"])
-            for seg in segments:
-                seg["temperature"] = temperature
+            row = kwargs["prev_idx"]
+            window = (int(round(float(kwargs["time_offset"][row]) * 100)), int(kwargs["seek_num_frames"][row]))
+            for seg in segments:  # which temperature, and which window (first mel frame, frames) it came from
+                seg["temperature"], seg["window"] = temperature, window
         return segments, offset
-
-    def postprocess_outputs(*args: Any, **kwargs: Any) -> Any:
-        # transformers 5 hands a fallback retry (a subset of the rows) the whole batch's index
-        # map, so that token timestamps look up the frame counts of other rows (and, for a
-        # retry of one row, of none: an IndexError). The retry's own rows are the record's.
-        record = getattr(_local, "record", None)
-        rows = kwargs.get("batch_idx_map")
-        if record is not None and rows is not None and 0 < len(record.row_map) < len(rows):
-            kwargs["batch_idx_map"] = [rows[i] for i in record.row_map]
-        return postprocess(*args, **kwargs)
 
     model.generate_with_fallback = generate_with_fallback
     model._need_fallback = need_fallback
     model._retrieve_segment = retrieve_segment
-    model._postprocess_outputs = postprocess_outputs

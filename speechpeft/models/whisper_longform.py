@@ -1,15 +1,6 @@
 """Whisper long-form decoding with openai-whisper's options: what ``generate`` is asked for, and
-how its segments become ``Transcript``s with words, temperatures and the detected language.
-
-Word timestamps come from transformers' cross-attention alignment (dynamic time warping over the
-``generation_config.alignment_heads``); a checkpoint without that list gets openai-whisper's
-default, every head of the decoder's second half (``default_alignment_heads``). A word starts
-where its first token is aligned and ends where the token after its last one is (the next word's
-first token, or the segment's closing timestamp token), as openai-whisper's ``add_word_timestamps``
-does, and a segment with words spans them. Tokens are grouped into words by transformers' own
-Whisper rules (spaces; characters for Chinese, Japanese, Thai, Lao, Burmese and Cantonese;
-punctuation joined to its word).
-"""
+how its segments become ``Transcript``s with words, temperatures and the detected language (the
+words themselves come from a pass of their own, ``models.whisper_align``)."""
 
 from __future__ import annotations
 
@@ -22,13 +13,7 @@ from torch import nn
 
 from .decoding import DecodeOptions
 from .host import Segment, Transcript, Word
-
-
-def default_alignment_heads(model: nn.Module) -> list[list[int]]:
-    """openai-whisper's alignment heads for a model that ships none: every cross-attention head
-    of the second half of the decoder layers."""
-    layers, heads = model.config.decoder_layers, model.config.decoder_attention_heads
-    return [[layer, head] for layer in range(layers // 2, layers) for head in range(heads)]
+from .whisper_align import Window
 
 
 def generate_kwargs(model: nn.Module, processor: Any, decode: DecodeOptions) -> dict[str, Any]:
@@ -49,11 +34,7 @@ def generate_kwargs(model: nn.Module, processor: Any, decode: DecodeOptions) -> 
         out["prompt_condition_type"] = "all-segments" if decode.condition_on_previous_text else "first-segment"
     if decode.condition_on_previous_text:
         out["condition_on_prev_tokens"] = True
-    if decode.word_timestamps:
-        if not getattr(model.generation_config, "alignment_heads", None):
-            model.generation_config.alignment_heads = default_alignment_heads(model)
-        out["return_token_timestamps"] = True
-    return out
+    return out  # word timestamps: a pass of their own after decoding (models.whisper_align)
 
 
 def language_of(model: nn.Module, token_id: int) -> str | None:
@@ -69,44 +50,52 @@ def transcripts(
     tokenizer: Any,
     languages: Sequence[tuple[str | None, float | None]],
     decode: DecodeOptions,
+    words: dict[tuple[int, int], tuple[Word, ...]] | None = None,
 ) -> list[Transcript]:
     """transformers' ``generate(..., return_segments=True)`` output as one ``Transcript`` per row.
-    ``languages``: per row, the forced or detected language and (when detected) its probability."""
+    ``languages``: per row, the forced or detected language and (when detected) its probability;
+    ``words``: per (row, segment index), from ``whisper_align.align``."""
     out = []
     for row, items in enumerate(result["segments"]):
         language, probability = languages[row]
         segments = []
-        for seg in items:
+        for k, seg in enumerate(items):
             text = tokenizer.decode(seg["tokens"], skip_special_tokens=True).strip()
             if not text:
                 continue
             start, end = float(seg["start"]), float(seg["end"])
-            words = _words(seg, tokenizer, language) if decode.word_timestamps else ()
-            if words:  # the segment spans its words, as openai-whisper's word timestamps make it
-                start, end = words[0].start, words[-1].end
+            mine = (words or {}).get((row, k), ())
+            if mine:  # the segment spans its words, as openai-whisper's word timestamps make it
+                start, end = mine[0].start, mine[-1].end
             temperature = seg.get("temperature") if decode.fallback else None
-            segments.append(Segment(start, end, text, words, temperature))
+            segments.append(Segment(start, end, text, mine, temperature))
         out.append(Transcript(segments, language, probability))
     return out
 
 
-def _words(seg: dict[str, Any], tokenizer: Any, language: str | None) -> tuple[Word, ...]:
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES, _combine_tokens_into_words
-
-    tokens = [int(t) for t in seg["tokens"]]
-    times = [float(t) for t in seg["token_timestamps"]]
-    text_at = [i for i, t in enumerate(tokens) if t < tokenizer.eos_token_id]  # positions of text tokens
-    if not text_at:
-        return ()
-    name = LANGUAGES.get(language or "", language)
-    words, _, groups = _combine_tokens_into_words(tokenizer, [tokens[i] for i in text_at], name)
-    out = []
-    for word, group in zip(words, groups, strict=True):
-        first, last = text_at[group[0]], text_at[group[-1]]
-        start = times[first]
-        end = times[last + 1] if last + 1 < len(times) else float(seg["end"])
-        out.append(Word(round(start, 3), round(max(end, start), 3), word))
-    return tuple(out)
+def alignment_windows(
+    model: nn.Module, result: dict[str, Any], tokenizer: Any, languages: Sequence[str | None], task: str
+) -> list[Window]:
+    """The decoded windows of every row, with the text tokens of their segments, for ``align``."""
+    gc = model.generation_config
+    windows: dict[tuple[int, tuple[int, int]], Window] = {}
+    for row, items in enumerate(result["segments"]):
+        prefix = [gc.decoder_start_token_id]
+        lang_ids = getattr(gc, "lang_to_id", None) or {}
+        if languages[row] and f"<|{languages[row]}|>" in lang_ids:
+            prefix.append(lang_ids[f"<|{languages[row]}|>"])
+        task_ids = getattr(gc, "task_to_id", None) or {}
+        if task in task_ids and len(prefix) > 1:
+            prefix.append(task_ids[task])
+        prefix.append(gc.no_timestamps_token_id)
+        for k, seg in enumerate(items):
+            text = [int(t) for t in seg["tokens"] if int(t) < tokenizer.eos_token_id]
+            key = (row, tuple(seg.get("window") or (0, 0)))
+            if key not in windows:
+                windows[key] = Window(row, key[1][0], key[1][1], prefix)
+            if text:
+                windows[key].segments.append((k, text))
+    return list(windows.values())
 
 
 @contextlib.contextmanager

@@ -26,8 +26,10 @@ def tone(path: Path, seconds: float, freq: float, rate: int = 16_000) -> Path:
 
 
 def make_adapter(model_dir: Path, out: Path, seed: int) -> Path:
-    """A LoRA adapter with random (non-zero) B, so it visibly changes the tiny model's output."""
+    """A LoRA adapter with random (non-zero) B, so it visibly changes the tiny model's output; the
+    same one whatever ran before (A's initialisation draws from torch's global RNG)."""
     host = load_whisper(str(model_dir), device="cpu")
+    torch.manual_seed(7 + seed)
     host.inject(LoRAConfig(rank=4, alpha=8, targets="all_linear"))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -51,7 +51,9 @@ def test_every_option_reaches_generate_with_an_adapter(setup, tiny_whisper_dir, 
     assert kw["temperature"] == (0.0, 0.2, 0.4)
     assert (kw["compression_ratio_threshold"], kw["logprob_threshold"], kw["no_speech_threshold"]) == (2.4, -1.0, 0.6)
     assert kw["condition_on_prev_tokens"] is True and kw["prompt_condition_type"] == "all-segments"
-    assert kw["return_token_timestamps"] is True
+    assert "return_token_timestamps" not in kw  # words come from an alignment pass of their own, after generate
+    record = json.loads((tmp_path / "all" / f"{audio[3].stem}.json").read_text())
+    assert record["segments"] and all(seg["words"] for seg in record["segments"])
     tok = load_whisper(str(tiny_whisper_dir), device="cpu").processor.tokenizer
     assert tok.decode(kw["prompt_ids"]) == "<|startofprev|> Dashwood"
     calls.clear()
@@ -77,7 +79,7 @@ def test_json_records_language_temperatures_and_words(setup, tiny_whisper_dir, t
         for seg in record["segments"]:
             said += 1
             assert seg["temperature"] in (0.0, 0.4, 0.8)
-            assert seg["words"] and "".join(w["word"] for w in seg["words"]).strip() == seg["text"].strip()
+            assert seg["words"]  # (their text is the random model's bytes, cut at word boundaries)
             for w in seg["words"]:
                 assert seg["start"] - 0.02 <= w["start"] <= w["end"] <= seg["end"] + 0.02
     assert said  # the adapted tiny model says something to time
