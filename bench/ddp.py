@@ -6,7 +6,7 @@ Three settings of the same recipe, global batch 8, the same seed and batches:
 - 1 process x 2 threads (plain `speechpeft finetune`);
 - 2 processes x 1 thread (`torchrun --nproc-per-node 2`, gloo), DDP's default for S2-LoRA (every
   parameter gets a gradient on every update);
-- the same with `find_unused_parameters=True` forced, what Master-ASR, a whole fine-tune or a
+- the same with `find_unused_parameters=True` forced, what a whole wav2vec 2.0 fine-tune or a
   LayerDrop checkpoint pay for (train/ddp.py), to show its price.
 
 Per update: the median of the updates after the first (cumulative `seconds` in metrics.jsonl),

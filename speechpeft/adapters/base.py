@@ -132,8 +132,9 @@ class AdapterLayer(nn.Module):
     # pool is larger than the weights it adapts (Master-ASR's scores) raises it.
     max_trainable_fraction: ClassVar[float] = 0.5
     # Whether every trainable parameter gets a gradient on every update. A kind that trains some
-    # parameters only on some updates (Master-ASR: the batch's language) says False, and
-    # torchrun's DDP then looks for unused parameters on each update (train.ddp).
+    # parameters only on some updates says False, and torchrun's DDP then looks for unused
+    # parameters on each update (train.ddp). (Master-ASR's language rows are rows of one tensor
+    # per layer: the rows of other languages get a zero gradient, so it says True.)
     every_parameter_every_step: ClassVar[bool] = True
 
     def __init__(self, base_layer: nn.Linear, config: Any):

@@ -155,7 +155,6 @@ class MasterLinear(AdapterLayer):
     """``y = x (W ⊙ B_l)ᵀ + b`` with B_l assembled from the shared pool for the call's language."""
 
     max_trainable_fraction = 1.0  # the K scores per weight outnumber the weights they mask
-    every_parameter_every_step = False  # a batch trains its own language's scores only
 
     def __init__(self, base_layer: nn.Linear, config: MasterConfig, shared: dict, name: str = ""):
         super().__init__(base_layer, config)

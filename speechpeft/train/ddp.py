@@ -6,15 +6,15 @@ reads the same seeded batch order, takes every N-th utterance of each batch, pad
 whole batch would be padded, and weighs its shard's mean loss by its share of the batch's units
 (tokens, utterances), so that DDP's averaged gradient is the whole batch's gradient.
 
-Unused parameters. LoRA and S2-LoRA train every parameter on every update, so DDP's default
-holds and costs nothing. Master-ASR trains only the batch's language row, a whole fine-tune of
-wav2vec 2.0 uses its mask embedding only when SpecAugment draws a mask, and a checkpoint with
-LayerDrop skips whole layers: which parameters go without a gradient changes from update to
-update, so ``static_graph`` (the same set every time) is wrong there and
-``find_unused_parameters=True`` is right, at the price of one walk over the autograd graph per
-micro-batch. The tuning (and the adapter kind behind it) says which case holds. A parameter shared
-by several layers (S2-LoRA's bases) is one leaf to autograd: DDP reduces its summed gradient
-once, whatever the number of layers that use it.
+Unused parameters. LoRA, S2-LoRA and Master-ASR train every parameter on every update (Master-ASR's
+language rows are rows of one tensor per layer, so the other languages' rows get a zero gradient,
+not none), so DDP's default holds and costs nothing. A whole fine-tune of wav2vec 2.0 uses its
+mask embedding only when SpecAugment draws a mask, and a checkpoint with LayerDrop skips whole
+layers: which parameters go without a gradient changes from update to update, so ``static_graph``
+(the same set every time) is wrong there and ``find_unused_parameters=True`` is right, at the
+price of one walk over the autograd graph per micro-batch. The tuning (and the adapter kind behind
+it) says which case holds. A parameter shared by several layers (S2-LoRA's bases) is one leaf to
+autograd: DDP reduces its summed gradient once, whatever the number of layers that use it.
 """
 
 from __future__ import annotations

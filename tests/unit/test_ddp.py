@@ -38,6 +38,7 @@ def hosts(tmp_path_factory, tiny_whisper_dir):
     tmp = tmp_path_factory.mktemp("ddp-hosts")
     return {
         "whisper": (tiny_whisper_dir, make_tiny_corpus(tmp / "whisper-corpus", n=9)),
+        "whisper-2lang": (tiny_whisper_dir, two_languages(make_tiny_corpus(tmp / "two-languages", n=9))),
         "wav2vec2": (
             make_tiny_wav2vec2_dir(tmp / "w2v", **DROPOUT_OFF),
             all_lengths(make_tiny_ctc_corpus(tmp / "ctc", 9)),
@@ -121,7 +122,7 @@ CASES = {
     # S2-LoRA: one basis per matrix shape, shared by every layer; its proximal L1 step after each update
     "whisper-s2lora": ("whisper", {"kind": "s2lora", "rank": 8, "init": "b0", "l1": 0.5}, {}),
     "whisper-lora-accumulated": ("whisper", {"kind": "lora", "rank": 4}, {"grad_accum": 2, "batch_size": 2}),
-    # Master-ASR: a batch trains its own language's rows only (DDP looks for unused parameters)
+    # Master-ASR: batches of two languages, each assembling its own masks from the shared pool
     "whisper-master": (
         "whisper-2lang",
         {"kind": "master", "languages": ["en", "zh"], "specialists": 2, "t_every": 1},
