@@ -19,24 +19,15 @@ from ..adapters import adapter_condition, adapter_layers, inject, load_adapter, 
 from ..errors import SpeechPeftError
 from .decoding import DecodeOptions
 from .host import Segment, Transcript, default_device, register_host
-from .whisper_align import align
 from .whisper_generate import (
     cache_suppression,
-    decode_record,
     follow_batch_reductions,
     quiet_generate_notices,
     reduction_hook,
     report_decodes,
     retry_hook,
 )
-from .whisper_longform import (
-    alignment_windows,
-    generate_kwargs,
-    language_of,
-    restore_attention,
-    seeded,
-    transcripts,
-)
+from .whisper_longform import decode_long
 
 _BLOCK = r"(model\.)?(encoder|decoder)\.layers\.\d+\."
 _ATTN = r"(model\.)?(encoder\.layers\.\d+\.self_attn|decoder\.layers\.\d+\.(self_attn|encoder_attn))"
@@ -315,59 +306,8 @@ class WhisperHost:
         _check_ids(adapter_ids, len(arrays))
         for i, a in enumerate(arrays):
             _check_audio(a, i, SAMPLING_RATE, math.inf)
-        fe = self._processor().feature_extractor
-        arrays = [np.asarray(a, dtype=np.float32) for a in arrays]
-        window = int(round(self.window_seconds * SAMPLING_RATE))
-        common = {"sampling_rate": SAMPLING_RATE, "return_tensors": "pt", "return_attention_mask": True}
-        if max(len(a) for a in arrays) > window:  # long-form: no truncation, padded to the longest
-            out = fe(arrays, truncation=False, padding="longest", **common)
-        else:  # short-form: every input padded to the window, as in training
-            out = fe(arrays, padding="max_length", max_length=window, **common)
-        monitor = None
-        if progress is not None:
-            monitor = lambda p: progress(float(p[:, 0].sum()) / FRAMES_PER_SECOND)  # noqa: E731
-        report_decodes(self.model)
-        extra = generate_kwargs(self.model, self._processor(), decode)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with (
-                self._adapters_for(adapter_ids, 0, len(arrays)),
-                self._condition(kwargs),
-                decode_record() as record,
-                restore_attention(self.model),
-                seeded(decode),
-            ):
-                result = self.model.generate(
-                    input_features=out.input_features.to(self.device, self.dtype),
-                    attention_mask=out.attention_mask.to(self.device),
-                    return_timestamps=True,
-                    return_segments=True,
-                    monitor_progress=monitor,
-                    **{**kwargs, **extra},
-                )
-        finally:
-            self.model.train(was_training)
-        if "language" in kwargs:
-            languages = [(kwargs["language"], None)] * len(arrays)
-        elif record.languages is not None:
-            languages = [(language_of(self.model, i), round(p, 4)) for i, p in record.languages]
-        else:  # an English-only model: nothing to detect
-            languages = [(None, None)] * len(arrays)
-        tok = self._processor().tokenizer
-        words = None
-        if decode.word_timestamps:
-            windows = alignment_windows(self.model, result, tok, [lang for lang, _ in languages], task)
-            features = out.input_features.to(self.device, self.dtype)
-            ids = [adapter_ids[w.row] for w in windows if w.tokens] if adapter_ids is not None else None
-            self.model.eval()
-            try:
-                with self._adapters_for(ids, 0, len(windows)), self._condition(kwargs), restore_attention(self.model):
-                    self.model.config._attn_implementation = "eager"  # attention weights are what it reads
-                    words = align(self.model, tok, features, windows, int(round(self.window_seconds * 100)))
-            finally:
-                self.model.train(was_training)
-        return transcripts(result, tok, languages, decode, words)
+        return decode_long(self, [np.asarray(a, dtype=np.float32) for a in arrays], kwargs, task, progress,
+                           adapter_ids, decode)  # fmt: skip
 
     def _condition(self, kwargs: dict[str, Any]) -> Any:
         """What the adapter needs for this call (Master-ASR: the language, as a Whisper code)."""

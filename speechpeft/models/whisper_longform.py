@@ -5,15 +5,19 @@ words themselves come from a pass of their own, ``models.whisper_align``)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from .decoding import DecodeOptions
 from .host import Segment, Transcript, Word
-from .whisper_align import Window
+from .whisper_align import Window, align
+from .whisper_generate import decode_record, report_decodes
+
+RATE = 16_000
 
 
 def generate_kwargs(model: nn.Module, processor: Any, decode: DecodeOptions) -> dict[str, Any]:
@@ -127,3 +131,69 @@ def seeded(decode: DecodeOptions) -> Iterator[None]:
         torch.set_rng_state(state)
         if cuda is not None:
             torch.cuda.set_rng_state_all(cuda)
+
+
+def decode_long(
+    host: Any,
+    arrays: list[np.ndarray],
+    kwargs: dict[str, Any],
+    task: str,
+    progress: Callable[[float], None] | None,
+    adapter_ids: Sequence[int] | None,
+    decode: DecodeOptions,
+) -> list[Transcript]:
+    """``WhisperHost.transcribe_long`` once its arguments are checked: features, one ``generate``
+    for the batch, the detected languages, and the word-alignment pass when asked for."""
+    fe = host._processor().feature_extractor
+    arrays = [np.asarray(a, dtype=np.float32) for a in arrays]
+    window = int(round(host.window_seconds * RATE))
+    common = {"sampling_rate": RATE, "return_tensors": "pt", "return_attention_mask": True}
+    if max(len(a) for a in arrays) > window:  # long-form: no truncation, padded to the longest
+        out = fe(arrays, truncation=False, padding="longest", **common)
+    else:  # short-form: every input padded to the window, as in training
+        out = fe(arrays, padding="max_length", max_length=window, **common)
+    monitor = None
+    if progress is not None:
+        monitor = lambda p: progress(float(p[:, 0].sum()) / 100)  # noqa: E731
+    report_decodes(host.model)
+    extra = generate_kwargs(host.model, host._processor(), decode)
+    features = out.input_features.to(host.device, host.dtype)
+    was_training = host.model.training
+    host.model.eval()
+    try:
+        with (
+            host._adapters_for(adapter_ids, 0, len(arrays)),
+            host._condition(kwargs),
+            decode_record() as record,
+            restore_attention(host.model),
+            seeded(decode),
+        ):
+            result = host.model.generate(
+                input_features=features,
+                attention_mask=out.attention_mask.to(host.device),
+                return_timestamps=True,
+                return_segments=True,
+                monitor_progress=monitor,
+                **{**kwargs, **extra},
+            )
+    finally:
+        host.model.train(was_training)
+    if "language" in kwargs:
+        languages = [(kwargs["language"], None)] * len(arrays)
+    elif record.languages is not None:
+        languages = [(language_of(host.model, i), round(p, 4)) for i, p in record.languages]
+    else:  # an English-only model: nothing to detect
+        languages = [(None, None)] * len(arrays)
+    tok = host._processor().tokenizer
+    words = None
+    if decode.word_timestamps:
+        windows = alignment_windows(host.model, result, tok, [lang for lang, _ in languages], task)
+        ids = [adapter_ids[w.row] for w in windows if w.tokens] if adapter_ids is not None else None
+        host.model.eval()
+        try:
+            with host._adapters_for(ids, 0, len(windows)), host._condition(kwargs), restore_attention(host.model):
+                host.model.config._attn_implementation = "eager"  # attention weights are what it reads
+                words = align(host.model, tok, features, windows, int(round(host.window_seconds * 100)))
+        finally:
+            host.model.train(was_training)
+    return transcripts(result, tok, languages, decode, words)
