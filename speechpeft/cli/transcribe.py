@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "-f", "--format", default="txt", help="comma-separated: txt, srt, vtt, tsv, json, or all (default: txt)"
     )
     p.add_argument("-o", "--output-dir", default=".", help="folder for the outputs (default: the current one)")
-    p.add_argument("--vad", action="store_true", help="chunk on silero-vad speech boundaries (needs silero-vad)")
+    p.add_argument("--vad", action="store_true", help="chunk on silero-vad speech boundaries")
     p.add_argument("--window-seconds", type=float, help="encoder window; default: the adapter's, else 30")
     p.add_argument("--overwrite", action="store_true", help="redo files whose outputs exist")
     p.add_argument("--device", help="cpu, cuda, cuda:1... (default: cuda when available)")
@@ -66,6 +66,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--seed", type=int, default=0, help="seed for sampling at temperatures above 0 (default: 0)")
     w = p.add_argument_group("word timestamps")
     w.add_argument("--word-timestamps", action="store_true", help="words with start and end times (json, srt, vtt)")
+    w.add_argument(
+        "--word-edges",
+        choices=("vad", "attention"),
+        default="vad",
+        help="vad (default): words beside a pause end at silero-vad's speech edges; attention: alignment alone",
+    )
     w.add_argument("--highlight-words", action="store_true", help="srt/vtt: underline each word as it is spoken")
     w.add_argument("--max-line-width", type=int, help="srt/vtt: characters per line")
     w.add_argument("--max-line-count", type=int, help="srt/vtt: lines per cue (with --max-line-width)")
@@ -96,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, language=args.language, task=args.task, beam=args.beam, batch_size=args.batch_size,
         formats=formats, output_dir=Path(args.output_dir), vad=args.vad, overwrite=args.overwrite,
         window_seconds=args.window_seconds, device=args.device, progress=not args.no_progress,
-        decode=decode, layout=layout,
+        decode=decode, layout=layout, word_edges=args.word_edges,
     )  # fmt: skip
     out = transcribe_files(jobs, opts)
     for line in summary_lines(out, Path(args.output_dir)):

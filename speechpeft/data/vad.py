@@ -19,7 +19,7 @@ def _silero():
         threads = torch.get_num_threads()
         from silero_vad import get_speech_timestamps, load_silero_vad
     except ImportError:
-        raise SpeechPeftError("--vad needs silero-vad: pip install 'speechpeft[vad]'") from None
+        raise SpeechPeftError("silero-vad is missing (speechpeft needs it): pip install 'silero-vad>=5.1'") from None
     finally:
         torch.set_num_threads(threads)  # importing silero_vad sets torch to one thread, process-wide
     with warnings.catch_warnings():  # silero-vad's loader uses APIs its dependencies deprecate
@@ -28,8 +28,12 @@ def _silero():
     return model, get_speech_timestamps
 
 
-def speech_regions(audio: np.ndarray, sampling_rate: int = VAD_RATE) -> list[tuple[int, int]]:
+def speech_regions(
+    audio: np.ndarray, sampling_rate: int = VAD_RATE, threshold: float = 0.5, pad_ms: int = 30
+) -> list[tuple[int, int]]:
     """(start, end) sample indices of the speech in ``audio`` (mono, 16 kHz), in order.
+    ``threshold`` (speech probability) and ``pad_ms`` (padding around each region) are
+    silero-vad's own, defaults included.
 
     Raises:
         SpeechPeftError: silero-vad is not installed, or the rate is not 16 kHz.
@@ -38,7 +42,13 @@ def speech_regions(audio: np.ndarray, sampling_rate: int = VAD_RATE) -> list[tup
         raise SpeechPeftError(f"VAD expects {VAD_RATE} Hz audio, got {sampling_rate} Hz")
     model, timestamps = _silero()
     model.reset_states()
-    found = timestamps(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), model, sampling_rate=VAD_RATE)
+    found = timestamps(
+        torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
+        model,
+        sampling_rate=VAD_RATE,
+        threshold=threshold,
+        speech_pad_ms=pad_ms,
+    )
     return [(int(r["start"]), int(r["end"])) for r in found]
 
 

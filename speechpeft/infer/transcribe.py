@@ -28,9 +28,11 @@ from ..errors import SpeechPeftError
 from ..fs import atomic_write_text
 from ..models import ASRHost, DecodeOptions, Transcript, load_host
 from .inputs import Job
+from .word_edges import EdgeRule, snap_words
 from .writers import FORMATS, SubtitleLayout, render
 
 RATE = 16_000
+WORD_EDGES = ("vad", "attention")
 VAD_BLOCK_SECONDS = 1800.0  # VAD mode holds at most this much decoded audio at once
 
 
@@ -50,12 +52,15 @@ class TranscribeOptions:
     progress: bool = True
     decode: DecodeOptions = DecodeOptions()  # openai-whisper's options: fallback, prompt, words...
     layout: SubtitleLayout = SubtitleLayout()  # srt/vtt cues from words (needs decode.word_timestamps)
+    word_edges: str = "vad"  # words beside a pause end at silero-vad's speech edges; or "attention" alone
 
     def __post_init__(self):
         if self.layout.asked and not self.decode.word_timestamps:
             raise SpeechPeftError(
                 "--max-line-width, --max-line-count, --max-words-per-line and --highlight-words need --word-timestamps"
             )
+        if self.word_edges not in WORD_EDGES:
+            raise SpeechPeftError(f"--word-edges must be one of {', '.join(WORD_EDGES)}, got {self.word_edges!r}")
         if self.batch_size < 1:
             raise SpeechPeftError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.beam < 1:
@@ -254,7 +259,24 @@ def _meta(host: ASRHost, opts: TranscribeOptions, adapter: str | None) -> dict[s
         "window_seconds": host.window_seconds,
         "chunking": "silero-vad" if opts.vad else "sequential long-form (timestamp tokens)",
         "decoding": opts.decode.describe(),
+        **({"word_edges": _edges_meta(opts)} if opts.decode.word_timestamps else {}),
     }
+
+
+def _edges_meta(opts: TranscribeOptions) -> str:
+    if opts.word_edges == "attention":
+        return "cross-attention alignment"
+    rule = EdgeRule()
+    vad = f"threshold {rule.threshold}, pad {rule.pad_ms} ms, reach {rule.reach} s"
+    return f"cross-attention alignment, edges at silero-vad speech ({vad})"
+
+
+def _with_edges(transcript: Transcript, audio: np.ndarray, opts: TranscribeOptions) -> Transcript:
+    """The transcript with its words' edges at the speech regions, when word timestamps ask for it."""
+    if not opts.decode.word_timestamps or opts.word_edges != "vad":
+        return transcript
+    rule = EdgeRule()
+    return transcript._replace(segments=snap_words(transcript.segments, rule.regions(audio), rule.reach))
 
 
 def _load(job: Job, out: TranscribeOutcome) -> np.ndarray | None:
@@ -289,7 +311,7 @@ def _decode_longform(host, group, opts, bar, out, ids=None):
             except SpeechPeftError as e:
                 out.failures += [(job.where, str(e)) for job, _ in loaded]
             else:
-                yield from ((job, t) for (job, _), t in zip(loaded, found, strict=True))
+                yield from ((job, _with_edges(t, a, opts)) for (job, a), t in zip(loaded, found, strict=True))
             tracker.finish()
         else:
             bar.update(seconds)
@@ -304,12 +326,14 @@ def _decode_vad(host, group, opts, bar, out, ids=None):
         if item is not None and (not block or sum(d for _, d in block) + item[1] <= VAD_BLOCK_SECONDS):
             block.append(item)
             continue
-        chunks, results, languages = [], {}, {}
+        chunks, results, languages, audios = [], {}, {}, {}
         for job, _ in block:
             audio = _load(job, out)
             if audio is None:
                 continue
             results[job] = []
+            if opts.decode.word_timestamps and opts.word_edges == "vad":
+                audios[job] = audio  # kept for the word edges
             chunks += [(job, s, audio[s:e]) for s, e in vad_chunks(audio, host.window_seconds, RATE)]
         chunks.sort(key=lambda c: -len(c[2]))
         for start in range(0, len(chunks), opts.batch_size):
@@ -324,7 +348,8 @@ def _decode_vad(host, group, opts, bar, out, ids=None):
             bar.update(sum(len(c[2]) for c in batch) / RATE)
         for job, segs in results.items():
             _, language, probability = languages.get(job, (0, opts.language, None))
-            yield job, Transcript(sorted(segs, key=lambda s: s.start), language, probability)
+            found = Transcript(sorted(segs, key=lambda s: s.start), language, probability)
+            yield job, _with_edges(found, audios.pop(job), opts) if job in audios else found
         bar.update(sum(d for _, d in block) - sum(len(c[2]) for c in chunks) / RATE)  # the silence
         block = [item] if item is not None else []
 

@@ -5,11 +5,15 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import DATA, REAL_MODEL, requires_real_model
+from conftest import DATA, REAL_MODEL, ROOT, requires_real_model
+
+sys.path.insert(0, str(ROOT / "bench"))
+from word_joins import TOLERANCE, join, join_errors  # noqa: E402
 
 from speechpeft.cli import main
 from speechpeft.data import load_audio
@@ -18,33 +22,14 @@ pytestmark = [pytest.mark.integration, requires_real_model]
 
 CLIPS = DATA / "librivox"
 NAMES = sorted(json.loads((CLIPS / "transcripts.json").read_text()))
-PAUSES = [1.0, 1.6, 0.8, 2.2]  # seconds of near-silence between the five clips
+PAUSES = [1.0, 1.6, 0.8, 2.2]  # seconds of near-silence between the five clips (as bench/word_timestamps.py)
 RATE = 16_000
-
-
-def speech_span(audio: np.ndarray, top_db: float = 20.0) -> tuple[int, int]:
-    """First and last sample of the 10 ms frames within ``top_db`` of the clip's loudest: where
-    its speech begins and ends (LibriVox clips carry a little room tone at their edges)."""
-    frame = RATE // 100
-    rms = np.array([np.sqrt(np.mean(audio[i : i + frame] ** 2)) for i in range(0, len(audio) - frame, frame)])
-    loud = np.where(20 * np.log10(rms / rms.max() + 1e-12) > -top_db)[0]
-    return loud[0] * frame, (loud[-1] + 1) * frame
 
 
 def joined(path):
     """The five clips, cut to their speech, joined by known pauses; returns each clip's (start, end) s."""
-    rng = np.random.default_rng(0)
-    pieces, spans, at = [], [], 0
-    for i, name in enumerate(NAMES):
-        clip = load_audio(CLIPS / name, RATE)
-        a, b = speech_span(clip)
-        pieces.append(clip[a:b])
-        spans.append((at / RATE, (at + b - a) / RATE))
-        at += b - a
-        if i < len(PAUSES):
-            pieces.append(rng.normal(0, 1e-4, int(PAUSES[i] * RATE)).astype(np.float32))
-            at += int(PAUSES[i] * RATE)
-    sf.write(path, np.concatenate(pieces), RATE)
+    audio, spans = join([load_audio(CLIPS / n, RATE) for n in NAMES], PAUSES, seed=0)
+    sf.write(path, audio, RATE)
     return spans
 
 
@@ -57,30 +42,21 @@ def transcribe(tmp_path, audio, *options, out="out"):
 
 def test_word_timestamps_at_the_joins_of_real_speech(tmp_path):
     """The words on either side of each join: the first word of a clip should start where its
-    speech starts, the last end where it ends. Issue 19 asks for 90 % within 0.2 s; measured here
-    8 of 10 (README, "Word timestamps"), so this holds the line at 7 of 10 and 0.6 s for all."""
+    speech starts, the last end where it ends. Issue 19 asks for 90 % within 0.2 s; with the word
+    edges at silero-vad's speech (the default) 9 of 10 are (bench/word_timestamps.md; alignment
+    alone: 8 of 10, with a half-second miss)."""
     spans = joined(tmp_path / "joined.wav")
     record = transcribe(tmp_path, tmp_path / "joined.wav", "--word-timestamps")
     words = [w for seg in record["segments"] for w in seg["words"]]
     assert [w["start"] for w in words] == sorted(w["start"] for w in words)
     assert all(w["start"] <= w["end"] for w in words)
-
-    def clip_of(w):  # the clip whose span holds the word's middle (or lies nearest to it)
-        mid = (w["start"] + w["end"]) / 2
-        return min(range(len(spans)), key=lambda k: max(spans[k][0] - mid, mid - spans[k][1], 0))
-
-    by_clip = {}
-    for w in words:
-        by_clip.setdefault(clip_of(w), []).append(w)
-    assert sorted(by_clip) == list(range(len(NAMES)))
-    errors = []
-    for k, (start, end) in enumerate(spans):
-        errors += [by_clip[k][0]["start"] - start, by_clip[k][-1]["end"] - end]
-    close = sum(abs(e) <= 0.2 for e in errors)
-    print("join errors (s):", [round(e, 2) for e in errors], f"{close}/{len(errors)} within 0.2 s")
-    assert close >= 7 and max(map(abs, errors)) <= 0.6
+    errors = join_errors(words, spans)
+    close = sum(abs(e) <= TOLERANCE for e in errors)
+    print("join errors (s):", [round(e, 2) for e in errors], f"{close}/{len(errors)} within {TOLERANCE} s")
+    assert close >= 0.9 * len(errors) and max(map(abs, errors)) <= 0.3
     srt = (tmp_path / "out" / "joined.srt").read_text(encoding="utf-8")
-    assert srt.startswith("1\n00:00:00,000 --> ")  # cues follow the words
+    first = f"1\n00:00:00,{round(words[0]['start'] * 1000):03d} --> "  # cues follow the words
+    assert words[0]["start"] < 1 and srt.startswith(first)
 
 
 def test_a_stretch_of_noise_gives_no_words_with_fallback_and_no_speech(tmp_path):
