@@ -74,6 +74,7 @@ def test_word_edges_reach_the_words_with_an_adapter(setup, tiny_whisper_dir, tmp
     aligned = [w for s in records["attention"]["segments"] for w in s["words"]]
     snapped = [w for s in records["vad"]["segments"] for w in s["words"]]
     assert aligned and [w["word"] for w in snapped] == [w["word"] for w in aligned]
+
     def touching(w):
         return w["end"] >= 1.5 and w["start"] <= 3.1
 
