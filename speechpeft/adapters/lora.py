@@ -55,7 +55,7 @@ class LoRALinear(AdapterLayer):
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         h = self.lora_A(self.dropout(x.to(self.lora_A.weight.dtype)))  # (..., r)
-        return self.lora_B(h) * self.scaling  # (..., d_out)
+        return self.lora_B(h * self.scaling)  # scaled at rank r, not at d_out: one small multiply, forward and back
 
     def delta_weight(self) -> torch.Tensor:
         return (self.lora_B.weight @ self.lora_A.weight) * self.scaling  # (d_out, d_in)

@@ -150,7 +150,7 @@ class S2LoRALinear(AdapterLayer):
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         h = self.dropout(x.to(self.basis.A.dtype)) @ self.basis.A.t()  # (..., r)
-        return (h * self.lam) @ self.basis.B.t() * self.scaling  # (..., d_out)
+        return (h * (self.lam * self.scaling)) @ self.basis.B.t()  # (..., d_out); scaled at rank r
 
     def delta_weight(self) -> torch.Tensor:
         return (self.basis.B * self.lam) @ self.basis.A * self.scaling  # (d_out, r)·(r, d_in)

@@ -36,6 +36,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="redo files whose outputs exist")
     p.add_argument("--device", help="cpu, cuda, cuda:1... (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true")
+    e = p.add_argument_group("engine")
+    e.add_argument(
+        "--engine",
+        choices=("torch", "ct2", "auto"),
+        default="torch",
+        help="torch (default); ct2: faster-whisper on the adapter's merged CTranslate2 export, converted once "
+        "and cached; auto: ct2 where it can serve the request (CPU, one mergeable adapter), else torch",
+    )
+    e.add_argument("--ct2-compute", choices=("int8", "int8_float32", "float32"), default="int8",
+                   help="the ct2 engine's compute type (default: int8)")  # fmt: skip
     d = p.add_argument_group("decoding (openai-whisper's options; see README)")
     d.add_argument(
         "--temperature",
@@ -102,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, language=args.language, task=args.task, beam=args.beam, batch_size=args.batch_size,
         formats=formats, output_dir=Path(args.output_dir), vad=args.vad, overwrite=args.overwrite,
         window_seconds=args.window_seconds, device=args.device, progress=not args.no_progress,
-        decode=decode, layout=layout, word_edges=args.word_edges,
+        decode=decode, layout=layout, word_edges=args.word_edges, engine=args.engine, ct2_compute=args.ct2_compute,
     )  # fmt: skip
     out = transcribe_files(jobs, opts)
     for line in summary_lines(out, Path(args.output_dir)):

@@ -27,12 +27,15 @@ from ..data import audio_duration, load_audio
 from ..errors import SpeechPeftError
 from ..fs import atomic_write_text
 from ..models import ASRHost, DecodeOptions, Transcript, load_host
+from . import ct2_engine
+from .ct2_engine import COMPUTE_TYPES, Ct2Decoder
 from .inputs import Job
 from .word_edges import EdgeRule, snap_words
 from .writers import FORMATS, SubtitleLayout, render
 
 RATE = 16_000
 WORD_EDGES = ("vad", "attention")
+ENGINES = ("torch", "ct2", "auto")
 VAD_BLOCK_SECONDS = 1800.0  # VAD mode holds at most this much decoded audio at once
 
 
@@ -53,12 +56,18 @@ class TranscribeOptions:
     decode: DecodeOptions = DecodeOptions()  # openai-whisper's options: fallback, prompt, words...
     layout: SubtitleLayout = SubtitleLayout()  # srt/vtt cues from words (needs decode.word_timestamps)
     word_edges: str = "vad"  # words beside a pause end at silero-vad's speech edges; or "attention" alone
+    engine: str = "torch"  # or "ct2" (faster-whisper on the merged CTranslate2 export), or "auto"
+    ct2_compute: str = "int8"  # the ct2 engine's compute type
 
     def __post_init__(self):
         if self.layout.asked and not self.decode.word_timestamps:
             raise SpeechPeftError(
                 "--max-line-width, --max-line-count, --max-words-per-line and --highlight-words need --word-timestamps"
             )
+        if self.engine not in ENGINES:
+            raise SpeechPeftError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.ct2_compute not in COMPUTE_TYPES:
+            raise SpeechPeftError(f"--ct2-compute must be one of {', '.join(COMPUTE_TYPES)}, got {self.ct2_compute!r}")
         if self.word_edges not in WORD_EDGES:
             raise SpeechPeftError(f"--word-edges must be one of {', '.join(WORD_EDGES)}, got {self.word_edges!r}")
         if self.batch_size < 1:
@@ -100,20 +109,25 @@ def transcribe_files(jobs: Sequence[Job], opts: TranscribeOptions, host: ASRHost
     if not todo:
         out.wall_seconds = time.time() - started
         return out
-    if host is None:
-        host = load_host(opts.model, device=opts.device)
-    full_window = host.max_window_seconds
     total = sum(d for _, d in todo)
     fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]"
     groups = _groups(todo)
     decode = _decode_vad if opts.vad else _decode_longform
+    if pick_engine(opts, groups, host) == "ct2":
+        with tqdm(total=total, desc="transcribe", bar_format=fmt, disable=not opts.progress) as bar:
+            _transcribe_ct2(groups, opts, decode, bar, out)
+        out.audio_seconds, out.wall_seconds = total, time.time() - started
+        return out
+    if host is None:
+        host = load_host(opts.model, device=opts.device)
+    full_window = host.max_window_seconds
     with tqdm(total=total, desc="transcribe", bar_format=fmt, disable=not opts.progress) as bar:
         if len(groups) > 1 and _bankable(groups, opts):  # one mixed batch: each file its own adapter
             mixed, ids = _load_bank(host, groups, opts, full_window, out, bar)
             out.mixed_batch = True
             try:
                 for job, transcript in decode(host, mixed, opts, bar, out, ids):
-                    _write(job, transcript, opts, _meta(host, opts, job.adapter), out)
+                    _write(job, transcript, opts, {**_meta(host, opts, job.adapter), "engine": "torch"}, out)
             finally:
                 unload_bank(host.model)
             out.audio_seconds, out.wall_seconds = total, time.time() - started
@@ -127,7 +141,7 @@ def transcribe_files(jobs: Sequence[Job], opts: TranscribeOptions, host: ASRHost
                     out.failures += [(job.where, str(e)) for job, _ in group]
                     bar.update(sum(d for _, d in group))
                     continue
-                meta = _meta(host, opts, adapter)
+                meta = {**_meta(host, opts, adapter), "engine": "torch"}
                 for job, transcript in decode(host, group, opts, bar, out):
                     _write(job, transcript, opts, meta, out)
         finally:
@@ -135,6 +149,74 @@ def transcribe_files(jobs: Sequence[Job], opts: TranscribeOptions, host: ASRHost
     out.audio_seconds = total
     out.wall_seconds = time.time() - started
     return out
+
+
+def pick_engine(opts: TranscribeOptions, groups, host: ASRHost | None) -> str:
+    """``opts.engine``, with ``auto`` resolved: ct2 where it can serve the request and is
+    installed (a Whisper model on the CPU, one adapter or none, mergeable into the weights,
+    trained with the full window), torch otherwise.
+
+    Raises:
+        SpeechPeftError: ``--engine ct2`` for a request it cannot serve, or without its packages.
+    """
+    if opts.engine == "torch":
+        return "torch"
+    why_not = _ct2_obstacle(opts, groups, host, asked=opts.engine == "ct2")
+    if opts.engine == "ct2":
+        ct2_engine.require()
+        if why_not:
+            raise SpeechPeftError(f"--engine ct2 {why_not}")
+        return "ct2"
+    return "torch" if why_not or len(groups) > 1 or not ct2_engine.available() else "ct2"
+
+
+def _ct2_obstacle(opts: TranscribeOptions, groups, host: ASRHost | None, asked: bool) -> str | None:
+    device = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if not str(device).startswith("cpu"):
+        return "runs on the CPU; on a GPU use --engine torch"
+    if opts.window_seconds is not None and opts.window_seconds < ct2_engine.WINDOW_SECONDS:
+        return "decodes 30 s windows; --window-seconds needs --engine torch"
+    if host is not None:
+        config = host.model.config
+    else:
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(opts.model)
+        except (OSError, ValueError):
+            return None  # loading the model says what is wrong with it
+    if config.model_type != "whisper":
+        return f"is for Whisper models; '{opts.model}' is a {config.model_type} model"
+    window = config.max_source_positions / 50
+    if window != ct2_engine.WINDOW_SECONDS:
+        return f"decodes 30 s windows (faster-whisper); '{opts.model}' has a {window:g} s window"
+    for adapter, _ in groups:
+        if adapter is None:
+            continue
+        try:
+            af = read_adapter(adapter)
+        except SpeechPeftError:
+            continue  # its files fail when it is converted
+        if af.modules or adapter_kind(af.kind).layer_cls.as_lora(af.tensors, af.targets, af.config) is None:
+            return f"needs an adapter that merges into the weights; '{adapter}' does not ({af.kind})"
+        recorded = ((af.record or {}).get("host") or {}).get("window_seconds")
+        if not asked and recorded and recorded < ct2_engine.WINDOW_SECONDS:
+            return "is slower than torch's shorter window for this adapter"  # auto only: ct2 would run 30 s
+    return None
+
+
+def _transcribe_ct2(groups, opts: TranscribeOptions, decode, bar, out: TranscribeOutcome) -> None:
+    decoder = Ct2Decoder(opts.model, opts.ct2_compute, threads=torch.get_num_threads(), progress=opts.progress)
+    for adapter, group in groups:
+        try:
+            decoder.use(adapter)
+        except SpeechPeftError as e:  # every file of the group fails; the other groups go on
+            out.failures += [(job.where, str(e)) for job, _ in group]
+            bar.update(sum(d for _, d in group))
+            continue
+        meta = {**_meta(decoder, opts, adapter), "engine": decoder.label}
+        for job, transcript in decode(decoder, group, opts, bar, out):
+            _write(job, transcript, opts, meta, out)
 
 
 def _check_writable(folder: Path) -> None:

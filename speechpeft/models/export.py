@@ -69,7 +69,7 @@ def export(
     write: Callable[[Path], None] = {
         "peft": lambda tmp: _write_peft(af, tmp),
         "hf": lambda tmp: _write_merged(adapter, base, tmp, language),
-        "ct2": lambda tmp: _write_ct2(adapter, base, tmp, quantization, language),
+        "ct2": lambda tmp: write_ct2(adapter, base, tmp, quantization, language),
     }[fmt]
     atomic_dir(out, write)
     return out
@@ -96,20 +96,26 @@ def _write_peft(af, tmp: Path) -> None:
             shutil.copyfile(af.path / name, tmp / name)
 
 
-def _write_merged(adapter: str | Path, base: str, tmp: Path, language: str | None = None) -> None:
+def _write_merged(adapter: str | Path | None, base: str, tmp: Path, language: str | None = None) -> None:
     host = load_host(base, device="cpu")
-    host.attach_adapter(adapter)  # a CTC adapter brings its vocabulary and head
-    with adapter_condition(host.model, language=language):  # Master-ASR: the language to assemble
-        unload_adapter(host.model, merge=True)
+    if adapter is not None:  # None: the bare model (the ct2 engine converts it too)
+        host.attach_adapter(adapter)  # a CTC adapter brings its vocabulary and head
+        with adapter_condition(host.model, language=language):  # Master-ASR: the language to assemble
+            unload_adapter(host.model, merge=True)
     host.model.save_pretrained(tmp)
     host.save_processor(tmp)
-    note = {"base_model": base, "adapter": str(adapter), "merged": True, "window_seconds": host.window_seconds}
+    note = {"base_model": base, "adapter": None if adapter is None else str(adapter), "merged": True,
+            "window_seconds": host.window_seconds}  # fmt: skip
     if language:
         note["language"] = language
     (tmp / "speechpeft_export.json").write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
 
 
-def _write_ct2(adapter: str | Path, base: str, tmp: Path, quantization: str | None, language: str | None) -> None:
+def write_ct2(
+    adapter: str | Path | None, base: str, tmp: Path, quantization: str | None, language: str | None = None
+) -> None:
+    """Write into the empty folder ``tmp`` the CTranslate2 model of ``adapter`` merged into ``base``
+    (None: the bare model)."""
     try:
         from ctranslate2.converters import TransformersConverter
     except ImportError:

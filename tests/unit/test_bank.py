@@ -15,6 +15,7 @@ def make(model_dir, out, config, seed, like=None):
     if like is not None:  # same S2-LoRA basis, other λ
         load_adapter(host.model, like)
     else:
+        torch.manual_seed(100 + seed)  # A (and a basis) draw from the global RNG: the same whatever ran before
         host.inject(config)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
