@@ -20,15 +20,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..adapters import adapter_kind, adapter_layers, merge_adapter, read_adapter
+from ..adapters import adapter_layers, merge_adapter, read_adapter
 from ..adapters.bank import load_bank, unload_bank
 from ..adapters.io import check_adapter_base
 from ..data import audio_duration, load_audio
 from ..errors import SpeechPeftError
 from ..fs import atomic_write_text
 from ..models import ASRHost, DecodeOptions, Transcript, load_host
-from . import ct2_engine
 from .ct2_engine import COMPUTE_TYPES, Ct2Decoder
+from .engines import low_rank, pick_engine, readable_adapters
 from .inputs import Job
 from .word_edges import EdgeRule, snap_words
 from .writers import FORMATS, SubtitleLayout, render
@@ -137,9 +137,8 @@ def transcribe_files(jobs: Sequence[Job], opts: TranscribeOptions, host: ASRHost
             for adapter, group in groups:
                 try:
                     slot.use(adapter, opts.window_seconds, full_window)
-                except SpeechPeftError as e:  # every file of the group fails; the other groups go on
-                    out.failures += [(job.where, str(e)) for job, _ in group]
-                    bar.update(sum(d for _, d in group))
+                except SpeechPeftError as e:
+                    _fail_group(out, bar, group, e)
                     continue
                 meta = {**_meta(host, opts, adapter), "engine": "torch"}
                 for job, transcript in decode(host, group, opts, bar, out):
@@ -151,72 +150,23 @@ def transcribe_files(jobs: Sequence[Job], opts: TranscribeOptions, host: ASRHost
     return out
 
 
-def pick_engine(opts: TranscribeOptions, groups, host: ASRHost | None) -> str:
-    """``opts.engine``, with ``auto`` resolved: ct2 where it can serve the request and is
-    installed (a Whisper model on the CPU, one adapter or none, mergeable into the weights,
-    trained with the full window), torch otherwise.
-
-    Raises:
-        SpeechPeftError: ``--engine ct2`` for a request it cannot serve, or without its packages.
-    """
-    if opts.engine == "torch":
-        return "torch"
-    why_not = _ct2_obstacle(opts, groups, host, asked=opts.engine == "ct2")
-    if opts.engine == "ct2":
-        ct2_engine.require()
-        if why_not:
-            raise SpeechPeftError(f"--engine ct2 {why_not}")
-        return "ct2"
-    return "torch" if why_not or len(groups) > 1 or not ct2_engine.available() else "ct2"
-
-
-def _ct2_obstacle(opts: TranscribeOptions, groups, host: ASRHost | None, asked: bool) -> str | None:
-    device = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if not str(device).startswith("cpu"):
-        return "runs on the CPU; on a GPU use --engine torch"
-    if opts.window_seconds is not None and opts.window_seconds < ct2_engine.WINDOW_SECONDS:
-        return "decodes 30 s windows; --window-seconds needs --engine torch"
-    if host is not None:
-        config = host.model.config
-    else:
-        from transformers import AutoConfig
-
-        try:
-            config = AutoConfig.from_pretrained(opts.model)
-        except (OSError, ValueError):
-            return None  # loading the model says what is wrong with it
-    if config.model_type != "whisper":
-        return f"is for Whisper models; '{opts.model}' is a {config.model_type} model"
-    window = config.max_source_positions / 50
-    if window != ct2_engine.WINDOW_SECONDS:
-        return f"decodes 30 s windows (faster-whisper); '{opts.model}' has a {window:g} s window"
-    for adapter, _ in groups:
-        if adapter is None:
-            continue
-        try:
-            af = read_adapter(adapter)
-        except SpeechPeftError:
-            continue  # its files fail when it is converted
-        if af.modules or adapter_kind(af.kind).layer_cls.as_lora(af.tensors, af.targets, af.config) is None:
-            return f"needs an adapter that merges into the weights; '{adapter}' does not ({af.kind})"
-        recorded = ((af.record or {}).get("host") or {}).get("window_seconds")
-        if not asked and recorded and recorded < ct2_engine.WINDOW_SECONDS:
-            return "is slower than torch's shorter window for this adapter"  # auto only: ct2 would run 30 s
-    return None
-
-
 def _transcribe_ct2(groups, opts: TranscribeOptions, decode, bar, out: TranscribeOutcome) -> None:
     decoder = Ct2Decoder(opts.model, opts.ct2_compute, threads=torch.get_num_threads(), progress=opts.progress)
     for adapter, group in groups:
         try:
             decoder.use(adapter)
-        except SpeechPeftError as e:  # every file of the group fails; the other groups go on
-            out.failures += [(job.where, str(e)) for job, _ in group]
-            bar.update(sum(d for _, d in group))
+        except SpeechPeftError as e:
+            _fail_group(out, bar, group, e)
             continue
         meta = {**_meta(decoder, opts, adapter), "engine": decoder.label}
         for job, transcript in decode(decoder, group, opts, bar, out):
             _write(job, transcript, opts, meta, out)
+
+
+def _fail_group(out: TranscribeOutcome, bar, group, error: SpeechPeftError) -> None:
+    """Every file of an adapter's group fails with ``error``, one line each; the other groups go on."""
+    out.failures += [(job.where, str(error)) for job, _ in group]
+    bar.update(sum(d for _, d in group))
 
 
 def _check_writable(folder: Path) -> None:
@@ -297,14 +247,8 @@ def _bankable(groups, opts: TranscribeOptions) -> bool:
     """Whether every adapter can join one bank: low-rank kinds with nothing trained whole (a CTC
     head of their own), all trained with one encoder window."""
     windows = set()
-    for adapter, _ in groups:
-        if adapter is None:
-            continue
-        try:
-            af = read_adapter(adapter)
-        except SpeechPeftError:
-            continue  # its files fail when the bank is loaded
-        if af.modules or adapter_kind(af.kind).layer_cls.as_lora(af.tensors, af.targets, af.config) is None:
+    for _, af in readable_adapters(groups):
+        if not low_rank(af):
             return False  # not a low-rank update: merged one group at a time instead
         windows.add(((af.record or {}).get("host") or {}).get("window_seconds"))
     return opts.window_seconds is not None or len(windows) <= 1
@@ -319,8 +263,7 @@ def _load_bank(host, groups, opts, full_window, out, bar) -> tuple[list, dict]:
                 af = read_adapter(adapter)
                 check_adapter_base(host.model, af)
             except SpeechPeftError as e:
-                out.failures += [(job.where, str(e)) for job, _ in group]
-                bar.update(sum(d for _, d in group))
+                _fail_group(out, bar, group, e)
                 continue
             window = window or ((af.record or {}).get("host") or {}).get("window_seconds")
             ids[adapter] = len(paths)

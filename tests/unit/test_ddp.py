@@ -151,7 +151,9 @@ def test_two_processes_train_what_one_process_trains(case, hosts, tmp_path):
     run1, run2 = tmp_path / "one" / "tiny", tmp_path / "two" / "tiny"
 
     single, multi = final_state(run1), final_state(run2)
-    assert_same_tensors(single, multi)
+    # wav2vec 2.0's convolutions and group norm sum in other orders per shard: 1.5e-6 measured on one
+    # machine after 5 AdamW updates (the others: <= 2e-7); a shard padded to its own length is far off
+    assert_same_tensors(single, multi, atol=5e-6 if host == "wav2vec2" else 1e-6)
     if adapter["kind"] == "s2lora":  # the shared bases trained, and equally: reduced once, not per layer
         bases = [k for k in single if "basis" in k or "shared" in k]
         assert bases, sorted(single)[:8]
