@@ -75,7 +75,7 @@ def converted(adapter: str | None, base: str, compute_type: str, progress: bool 
         SpeechPeftError: CTranslate2 or faster-whisper is missing, or the adapter cannot be merged.
     """
     require()
-    from ..models.export import export, write_ct2
+    from ..models import export as exporting
 
     if compute_type not in COMPUTE_TYPES:
         raise SpeechPeftError(f"--ct2-compute must be one of {', '.join(COMPUTE_TYPES)}, got {compute_type!r}")
@@ -89,10 +89,7 @@ def converted(adapter: str | None, base: str, compute_type: str, progress: bool 
     source = str(Path(adapter).resolve()) if adapter is not None else f"bare:{base}"
     if progress:
         print(f"converting {source} for CTranslate2 ({compute_type}), once: cached in {folder}", flush=True)
-    if adapter is not None:
-        export(adapter, folder, "ct2", model=base, overwrite=True, quantization=compute_type)
-    else:
-        atomic_dir(folder, lambda tmp: write_ct2(None, base, tmp, compute_type))
+    atomic_dir(folder, lambda tmp: exporting.write_ct2(adapter, base, tmp, compute_type))
     note = {"source": source, "base": base, "files": files, "compute_type": compute_type}
     (folder / "speechpeft_source.json").write_text(json.dumps(note) + "\n")
     _drop_stale(root, source, files)

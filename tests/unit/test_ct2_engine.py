@@ -21,13 +21,14 @@ def cache(tmp_path, monkeypatch):
     exports = []
     from speechpeft.models import export as export_module
 
-    original = export_module.export
+    original = export_module.write_ct2
 
-    def spy(adapter, out, *args, **kwargs):
-        exports.append(str(adapter))
-        return original(adapter, out, *args, **kwargs)
+    def spy(adapter, *args, **kwargs):
+        if adapter is not None:
+            exports.append(str(adapter))
+        return original(adapter, *args, **kwargs)
 
-    monkeypatch.setattr(export_module, "export", spy)
+    monkeypatch.setattr(export_module, "write_ct2", spy)
     return tmp_path / "cache" / "ct2", exports
 
 
