@@ -33,6 +33,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output-dir", default=".", help="folder for the outputs (default: the current one)")
     p.add_argument("--vad", action="store_true", help="chunk on silero-vad speech boundaries")
     p.add_argument("--window-seconds", type=float, help="encoder window; default: the adapter's, else 30")
+    p.add_argument(
+        "--window-step",
+        type=float,
+        default=2.0,
+        help="short-window mode only: each batch's window is its longest input rounded up to this many seconds "
+        "(default 2; 0: always the whole window)",
+    )
     p.add_argument("--overwrite", action="store_true", help="redo files whose outputs exist")
     p.add_argument("--device", help="cpu, cuda, cuda:1... (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true")
@@ -40,9 +47,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument(
         "--engine",
         choices=("torch", "ct2", "auto"),
-        default="torch",
-        help="torch (default); ct2: faster-whisper on the adapter's merged CTranslate2 export, converted once "
-        "and cached; auto: ct2 where it can serve the request (CPU, one mergeable adapter), else torch",
+        default="auto",
+        help="auto (default): ct2 where it can serve the request and is the faster (CPU, one mergeable adapter "
+        "trained with 30 s windows, or none), else torch; ct2: faster-whisper on the adapter's merged "
+        "CTranslate2 export, converted once and cached; torch: speechpeft's own decoding",
     )
     e.add_argument("--ct2-compute", choices=("int8", "int8_float32", "float32"), default="int8",
                    help="the ct2 engine's compute type (default: int8)")  # fmt: skip
@@ -111,8 +119,9 @@ def run(args: argparse.Namespace) -> int:
     opts = TranscribeOptions(
         model=args.model, language=args.language, task=args.task, beam=args.beam, batch_size=args.batch_size,
         formats=formats, output_dir=Path(args.output_dir), vad=args.vad, overwrite=args.overwrite,
-        window_seconds=args.window_seconds, device=args.device, progress=not args.no_progress,
-        decode=decode, layout=layout, word_edges=args.word_edges, engine=args.engine, ct2_compute=args.ct2_compute,
+        window_seconds=args.window_seconds, window_step=args.window_step, device=args.device,
+        progress=not args.no_progress, decode=decode, layout=layout, word_edges=args.word_edges, engine=args.engine,
+        ct2_compute=args.ct2_compute,
     )  # fmt: skip
     out = transcribe_files(jobs, opts)
     for line in summary_lines(out, Path(args.output_dir)):

@@ -111,6 +111,9 @@ def _drop_stale(root: Path, source: str, files: str) -> None:
                 shutil.rmtree(other, ignore_errors=True)
 
 
+_LOADED: dict = {}  # {"key": (folder, compute type, threads), "model": WhisperModel}: one kept loaded
+
+
 class Ct2Decoder:
     """Decodes with faster-whisper's ``WhisperModel`` on one converted folder at a time; has the
     parts of a host that `transcribe_files` decodes through (``window_seconds``, ``transcribe_long``)."""
@@ -133,8 +136,13 @@ class Ct2Decoder:
 
         folder = converted(adapter, self.base, self.compute_type, self.progress)
         if self.loaded is None or self.loaded[0] != folder:
-            model = WhisperModel(str(folder), device="cpu", compute_type=self.compute_type, cpu_threads=self.threads)
-            self.loaded = (folder, model)
+            key = (folder, self.compute_type, self.threads)
+            if _LOADED.get("key") != key:  # the last model loaded stays for the next call (servers, benches)
+                _LOADED.clear()
+                model = WhisperModel(str(folder), device="cpu", compute_type=self.compute_type,
+                                     cpu_threads=self.threads)  # fmt: skip
+                _LOADED.update(key=key, model=model)
+            self.loaded = (folder, _LOADED["model"])
 
     def transcribe_long(
         self,
@@ -156,7 +164,14 @@ class Ct2Decoder:
         ctranslate2.set_random_seed(d.seed)
         model = self.loaded[1]
         out, done = [], 0.0
-        for audio in arrays:
+        batched = _first_windows_batched(model, arrays, language, task, beam, d)
+        for audio, found in zip(arrays, batched, strict=True):
+            if found is not None:  # decoded in the batch, and sequential decoding would have stopped there
+                out.append(found)
+                done += len(audio) / 16_000
+                if progress is not None:
+                    progress(done)
+                continue
             segments, info = model.transcribe(
                 np.asarray(audio, dtype=np.float32), language=language, task=task, beam_size=beam, best_of=1,
                 temperature=list(d.temperatures), compression_ratio_threshold=d.compression_ratio_threshold,
@@ -175,3 +190,58 @@ class Ct2Decoder:
     def _segment(s, d: DecodeOptions) -> Segment:
         words = tuple(Word(round(w.start, 3), round(w.end, 3), w.word) for w in (s.words or ()))
         return Segment(float(s.start), float(s.end), s.text.strip(), words, s.temperature if d.fallback else None)
+
+
+def _first_windows_batched(model, arrays, language, task, beam, d: DecodeOptions) -> list[Transcript | None]:
+    """Files of up to 30 s decoded together: one encoder call for the batch and one batched
+    ``generate``, with the prompt, suppression and thresholds ``WhisperModel.transcribe`` uses for
+    a file's first window. A file's result is kept only where file-by-file decoding would have
+    ended after that window (its tokens reach the file's end, no temperature fallback is called
+    for); the others get None and are decoded file by file. Only for the plain case: language
+    given, no word timestamps, no initial prompt (faster-whisper decodes one file at a time)."""
+    from faster_whisper.audio import pad_or_trim
+    from faster_whisper.tokenizer import Tokenizer
+    from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+
+    found: list[Transcript | None] = [None] * len(arrays)
+    fe = model.feature_extractor
+    short = [i for i, a in enumerate(arrays) if len(a) <= fe.n_samples]
+    if len(short) < 2 or language is None or d.word_timestamps or d.initial_prompt:
+        return found
+    feats = [fe(np.asarray(arrays[i], dtype=np.float32)) for i in short]
+    sizes = [min(fe.nb_max_frames, f.shape[-1] - 1) for f in feats]  # content frames, as transcribe counts them
+    batch = np.stack([pad_or_trim(f[:, :n]) for f, n in zip(feats, sizes, strict=True)])
+    tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task=task, language=language)
+    prompt = model.get_prompt(tokenizer, [], without_timestamps=False)
+    results = model.model.generate(
+        model.encode(batch), [prompt] * len(short), beam_size=beam, patience=1, length_penalty=1,
+        repetition_penalty=1, no_repeat_ngram_size=0, max_length=model.max_length, return_scores=True,
+        return_no_speech_prob=True, suppress_blank=True, suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+        max_initial_timestamp_index=int(round(1.0 / model.time_precision)),
+    )  # fmt: skip
+    t0 = d.temperatures[0]
+    for i, n, result in zip(short, sizes, results, strict=True):
+        tokens = result.sequences_ids[0]
+        logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        text = tokenizer.decode(tokens).strip()
+        silent = d.no_speech_threshold is not None and result.no_speech_prob > d.no_speech_threshold
+        if silent and d.logprob_threshold is not None and logprob > d.logprob_threshold:
+            silent = False
+        ratio = d.compression_ratio_threshold
+        retry = (ratio is not None and get_compression_ratio(text) > ratio) or (
+            d.logprob_threshold is not None and logprob < d.logprob_threshold)  # fmt: skip
+        if silent:
+            found[i] = Transcript([], language, None)
+            continue
+        if retry and len(d.temperatures) > 1:
+            continue  # temperature fallback: file by file
+        parts, seek, _ = model._split_segments_by_timestamps(
+            tokenizer=tokenizer, tokens=tokens, time_offset=0.0, segment_size=n,
+            segment_duration=n * fe.time_per_frame, seek=0,
+        )  # fmt: skip
+        if seek < n:
+            continue  # transcribe would decode another window from the last timestamp
+        segs = [(p["start"], p["end"], tokenizer.decode(p["tokens"]).strip()) for p in parts]
+        found[i] = Transcript([Segment(float(a), float(b), t, (), t0 if d.fallback else None) for a, b, t in segs
+                               if t and a != b], language, None)  # fmt: skip
+    return found

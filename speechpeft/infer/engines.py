@@ -19,13 +19,13 @@ if TYPE_CHECKING:
 def pick_engine(opts: TranscribeOptions, groups, host: ASRHost | None) -> str:
     """``opts.engine``, with ``auto`` resolved: ct2 where it can serve the request and is
     installed (a Whisper model on the CPU, one adapter or none, mergeable into the weights,
-    trained with the full window), torch otherwise.
+    trained with the full window), torch otherwise, and torch for a loaded ``host`` handed in.
 
     Raises:
         SpeechPeftError: ``--engine ct2`` for a request it cannot serve, or without its packages.
     """
-    if opts.engine == "torch":
-        return "torch"
+    if opts.engine == "torch" or (opts.engine == "auto" and host is not None):
+        return "torch"  # a caller that hands in a loaded model (a server, the demo) decodes with it
     why_not = _ct2_obstacle(opts, groups, host, asked=opts.engine == "ct2")
     if opts.engine == "ct2":
         ct2_engine.require()

@@ -8,10 +8,12 @@ A file that fails is reported and skipped; the others complete.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,12 +53,13 @@ class TranscribeOptions:
     vad: bool = False  # chunk on silero-vad speech boundaries instead of sequential long-form
     overwrite: bool = False
     window_seconds: float | None = None  # None: the adapter's training window, else the model's
+    window_step: float = 2.0  # short-window mode: each batch's window is its longest input rounded up to this; 0: off
     device: str | None = None
     progress: bool = True
     decode: DecodeOptions = DecodeOptions()  # openai-whisper's options: fallback, prompt, words...
     layout: SubtitleLayout = SubtitleLayout()  # srt/vtt cues from words (needs decode.word_timestamps)
     word_edges: str = "vad"  # words beside a pause end at silero-vad's speech edges; or "attention" alone
-    engine: str = "torch"  # or "ct2" (faster-whisper on the merged CTranslate2 export), or "auto"
+    engine: str = "auto"  # ct2 where it serves the request and is faster, else torch; or "torch", "ct2"
     ct2_compute: str = "int8"  # the ct2 engine's compute type
 
     def __post_init__(self):
@@ -70,6 +73,8 @@ class TranscribeOptions:
             raise SpeechPeftError(f"--ct2-compute must be one of {', '.join(COMPUTE_TYPES)}, got {self.ct2_compute!r}")
         if self.word_edges not in WORD_EDGES:
             raise SpeechPeftError(f"--word-edges must be one of {', '.join(WORD_EDGES)}, got {self.word_edges!r}")
+        if not self.window_step >= 0:
+            raise SpeechPeftError(f"--window-step must be >= 0 seconds, got {self.window_step!r}")
         if self.batch_size < 1:
             raise SpeechPeftError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.beam < 1:
@@ -282,6 +287,11 @@ def _meta(host: ASRHost, opts: TranscribeOptions, adapter: str | None) -> dict[s
         "task": opts.task,
         "beam": opts.beam,
         "window_seconds": host.window_seconds,
+        **(
+            {"window_fitted": f"each batch: its longest input rounded up to {opts.window_step:g} s"}
+            if opts.window_step > 0 and host.window_seconds < host.max_window_seconds
+            else {}
+        ),  # fmt: skip
         "chunking": "silero-vad" if opts.vad else "sequential long-form (timestamp tokens)",
         "decoding": opts.decode.describe(),
         **({"word_edges": _edges_meta(opts)} if opts.decode.word_timestamps else {}),
@@ -331,8 +341,9 @@ def _decode_longform(host, group, opts, bar, out, ids=None):
             arrays = [a for _, a in loaded]
             try:
                 adapter_ids = [ids[job.adapter] for job, _ in loaded] if ids else None
-                found = host.transcribe_long(arrays, opts.language, opts.task, opts.beam, progress=tracker,
-                                             adapter_ids=adapter_ids, decode=opts.decode)  # fmt: skip
+                with fitted_window(host, max(len(a) for a in arrays) / RATE, opts.window_step):
+                    found = host.transcribe_long(arrays, opts.language, opts.task, opts.beam, progress=tracker,
+                                                 adapter_ids=adapter_ids, decode=opts.decode)  # fmt: skip
             except SpeechPeftError as e:
                 out.failures += [(job.where, str(e)) for job, _ in loaded]
             else:
@@ -364,8 +375,9 @@ def _decode_vad(host, group, opts, bar, out, ids=None):
         for start in range(0, len(chunks), opts.batch_size):
             batch = chunks[start : start + opts.batch_size]
             adapter_ids = [ids[c[0].adapter] for c in batch] if ids else None
-            found = host.transcribe_long([c[2] for c in batch], opts.language, opts.task, opts.beam,
-                                         adapter_ids=adapter_ids, decode=opts.decode)  # fmt: skip
+            with fitted_window(host, len(batch[0][2]) / RATE, opts.window_step):  # the longest chunk comes first
+                found = host.transcribe_long([c[2] for c in batch], opts.language, opts.task, opts.beam,
+                                             adapter_ids=adapter_ids, decode=opts.decode)  # fmt: skip
             for (job, offset, _), t in zip(batch, found, strict=True):
                 results[job] += [s.shifted(offset / RATE) for s in t.segments]
                 if job not in languages or offset < languages[job][0]:  # a file's language: its first chunk's
@@ -377,6 +389,24 @@ def _decode_vad(host, group, opts, bar, out, ids=None):
             yield job, _with_edges(found, audios.pop(job), opts) if job in audios else found
         bar.update(sum(d for _, d in block) - sum(len(c[2]) for c in chunks) / RATE)  # the silence
         block = [item] if item is not None else []
+
+
+@contextmanager
+def fitted_window(host, longest: float, step: float):
+    """In short-window mode (an adapter trained with a window shorter than the model's), the
+    encoder window for one batch: its longest input rounded up to ``step`` seconds, never more
+    than the adapter's window. The 30 s window of the bare model and of 30 s adapters is kept:
+    shortening it costs WER (bench/window_wer.md). Restored when the batch is done."""
+    window = host.window_seconds
+    fit = min(window, step * max(1, math.ceil(longest / step))) if step > 0 else window
+    if window >= host.max_window_seconds or fit >= window:
+        yield
+        return
+    host.set_window(fit)
+    try:
+        yield
+    finally:
+        host.set_window(window)
 
 
 class _BatchProgress:

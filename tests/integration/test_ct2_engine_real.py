@@ -1,7 +1,7 @@
 """`transcribe --engine ct2` on the real whisper-base with an adapter: faster-whisper on the merged
 CTranslate2 export writes the words the torch engine writes on the real LibriVox clips (float32;
 punctuation differs on one clip, int8 is measured and said), and `auto` picks ct2 only where it
-can serve the request."""
+can serve the request. Batching files' first windows changes nothing."""
 
 import json
 
@@ -49,7 +49,7 @@ def run(tmp_path, out, *options):
 def test_ct2_writes_what_torch_writes_and_auto_picks_where_it_can(adapters, tmp_path, monkeypatch):
     root, full, short = adapters
     monkeypatch.setenv("SPEECHPEFT_CACHE", str(root / "cache"))
-    torch_out = run(tmp_path, "torch", "--adapter", str(full))
+    torch_out = run(tmp_path, "torch", "--adapter", str(full), "--engine", "torch")
     ct2_out = run(tmp_path, "ct2", "--adapter", str(full), "--engine", "ct2", "--ct2-compute", "float32")
     assert {r["engine"] for r in torch_out.values()} == {"torch"}
     assert {r["engine"] for r in ct2_out.values()} == {"ct2 (float32, faster-whisper)"}
@@ -63,6 +63,10 @@ def test_ct2_writes_what_torch_writes_and_auto_picks_where_it_can(adapters, tmp_
     for n in NAMES:
         assert set(ct2_out[n]) == set(torch_out[n])  # the same JSON fields whichever engine ran
         assert ct2_out[n]["segments"][0]["start"] == pytest.approx(torch_out[n]["segments"][0]["start"], abs=0.1)
+    # The five clips go as one batch (first windows batched); file by file gives the same segments.
+    one_by_one = run(tmp_path, "ct2-b1", "--adapter", str(full), "--engine", "ct2", "--ct2-compute", "float32",
+                     "--batch-size", "1")  # fmt: skip
+    assert [one_by_one[n]["segments"] for n in NAMES] == [ct2_out[n]["segments"] for n in NAMES]
     int8 = run(tmp_path, "int8", "--adapter", str(full), "--engine", "ct2")
     refs = [torch_out[n]["text"] for n in NAMES]
     differ = jiwer.wer([norm(r) for r in refs], [norm(int8[n]["text"]) for n in NAMES])

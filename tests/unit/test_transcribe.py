@@ -311,3 +311,42 @@ def test_adapters_trained_with_different_windows_are_not_mixed_in_one_bank(setup
                        tmp_path / "out") == 0  # fmt: skip
     meta = {n: json.loads((tmp_path / "out" / f"{n}.json").read_text()) for n in ("a0", "a1")}
     assert meta["a0"]["window_seconds"] == 3.0 and meta["a1"]["window_seconds"] == 2.0
+
+
+def test_short_window_batches_get_a_window_fitted_to_their_longest_file(setup, tiny_whisper_dir, tmp_path):
+    """An adapter trained with a 2 s window, step 0.5 s: the 1.5 s file is decoded in a 1.5 s
+    window and the 0.6 s one in 1.0 s, exactly as an explicit --window-seconds 1 decodes it; the
+    bare model keeps its whole 3 s window."""
+    from speechpeft.models.whisper import WhisperHost
+
+    root, audio, _ = setup
+    host = load_whisper(str(tiny_whisper_dir), device="cpu")
+    host.set_window(2)
+    torch.manual_seed(3)
+    host.inject(LoRAConfig(rank=4, alpha=8, targets="all_linear"))
+    with torch.no_grad():
+        for name, p in host.model.named_parameters():
+            if name.endswith("lora_B.weight"):
+                p.normal_(0, 0.5)
+    short = save_adapter(host.model, tmp_path / "short-window", extra={"window_seconds": 2.0})
+    seen, real = [], WhisperHost.transcribe_long
+
+    def spy(self, arrays, *a, **k):
+        seen.append(self.window_seconds)
+        return real(self, arrays, *a, **k)
+
+    files = ("--batch-size", "1", "-f", "json", audio[0], audio[1])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(WhisperHost, "transcribe_long", spy)
+        fit = tmp_path / "fit"
+        assert run_cli(tiny_whisper_dir, "--adapter", short, "--window-step", "0.5", *files, "-o", fit) == 0
+        assert seen == [1.5, 1.0]
+        seen.clear()
+        assert run_cli(tiny_whisper_dir, "--window-step", "0.5", *files, "-o", tmp_path / "bare") == 0
+        assert seen == [3.0, 3.0]
+    meta = json.loads((tmp_path / "fit" / "a0.json").read_text())
+    assert meta["window_seconds"] == 2.0 and "0.5 s" in meta["window_fitted"]
+    assert run_cli(tiny_whisper_dir, "--adapter", short, "--window-seconds", "1", "--window-step", "0",
+                   "-f", "json", audio[0], "-o", tmp_path / "one") == 0  # fmt: skip
+    assert outputs(tmp_path / "fit", ["a0"]) == outputs(tmp_path / "one", ["a0"])
+    assert run_cli(tiny_whisper_dir, "--window-step", "-1", audio[0], "-o", tmp_path / "bad") == 2
