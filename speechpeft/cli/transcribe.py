@@ -36,9 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--window-step",
         type=float,
-        default=2.0,
+        default=0.0,
         help="short-window mode only: each batch's window is its longest input rounded up to this many seconds "
-        "(default 2; 0: always the whole window)",
+        "(faster, at some cost in CER: bench/transcribe.md; default 0, the adapter's whole window)",
     )
     p.add_argument("--overwrite", action="store_true", help="redo files whose outputs exist")
     p.add_argument("--device", help="cpu, cuda, cuda:1... (default: cuda when available)")

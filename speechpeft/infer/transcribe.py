@@ -53,7 +53,7 @@ class TranscribeOptions:
     vad: bool = False  # chunk on silero-vad speech boundaries instead of sequential long-form
     overwrite: bool = False
     window_seconds: float | None = None  # None: the adapter's training window, else the model's
-    window_step: float = 2.0  # short-window mode: each batch's window is its longest input rounded up to this; 0: off
+    window_step: float = 0.0  # > 0, short-window mode: each batch's window is its longest input rounded up to this
     device: str | None = None
     progress: bool = True
     decode: DecodeOptions = DecodeOptions()  # openai-whisper's options: fallback, prompt, words...

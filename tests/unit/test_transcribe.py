@@ -344,6 +344,10 @@ def test_short_window_batches_get_a_window_fitted_to_their_longest_file(setup, t
         seen.clear()
         assert run_cli(tiny_whisper_dir, "--window-step", "0.5", *files, "-o", tmp_path / "bare") == 0
         assert seen == [3.0, 3.0]
+        seen.clear()  # the default: the adapter's whole window (fitting cost CER on the demo's dev set)
+        assert run_cli(tiny_whisper_dir, "--adapter", short, *files, "-o", tmp_path / "default") == 0
+        assert seen == [2.0, 2.0]
+    assert "window_fitted" not in json.loads((tmp_path / "default" / "a0.json").read_text())
     meta = json.loads((tmp_path / "fit" / "a0.json").read_text())
     assert meta["window_seconds"] == 2.0 and "0.5 s" in meta["window_fitted"]
     assert run_cli(tiny_whisper_dir, "--adapter", short, "--window-seconds", "1", "--window-step", "0",
