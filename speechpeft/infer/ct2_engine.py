@@ -193,12 +193,13 @@ class Ct2Decoder:
 
 
 def _first_windows_batched(model, arrays, language, task, beam, d: DecodeOptions) -> list[Transcript | None]:
-    """Files of up to 30 s decoded together: one encoder call for the batch and one batched
+    """Files of up to 30 s decoded together: each window encoded alone, then one batched
     ``generate``, with the prompt, suppression and thresholds ``WhisperModel.transcribe`` uses for
     a file's first window. A file's result is kept only where file-by-file decoding would have
     ended after that window (its tokens reach the file's end, no temperature fallback is called
     for); the others get None and are decoded file by file. Only for the plain case: language
     given, no word timestamps, no initial prompt (faster-whisper decodes one file at a time)."""
+    import ctranslate2
     from faster_whisper.audio import pad_or_trim
     from faster_whisper.tokenizer import Tokenizer
     from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
@@ -213,8 +214,11 @@ def _first_windows_batched(model, arrays, language, task, beam, d: DecodeOptions
     batch = np.stack([pad_or_trim(f[:, :n]) for f, n in zip(feats, sizes, strict=True)])
     tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task=task, language=language)
     prompt = model.get_prompt(tokenizer, [], without_timestamps=False)
+    # The encoder runs one window at a time (on 2 CPU cores a batched int8 encode measured ~10 %
+    # slower, same output bit for bit); only the decoder's search is batched, where it pays.
+    encoded = ctranslate2.StorageView.from_array(np.concatenate([np.asarray(model.encode(f)) for f in batch]))
     results = model.model.generate(
-        model.encode(batch), [prompt] * len(short), beam_size=beam, patience=1, length_penalty=1,
+        encoded, [prompt] * len(short), beam_size=beam, patience=1, length_penalty=1,
         repetition_penalty=1, no_repeat_ngram_size=0, max_length=model.max_length, return_scores=True,
         return_no_speech_prob=True, suppress_blank=True, suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
         max_initial_timestamp_index=int(round(1.0 / model.time_precision)),
