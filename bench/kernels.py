@@ -1,17 +1,31 @@
-"""Multi-adapter batches on the Whisper encoder: speechpeft's kernels vs PEFT vs naive gather+bmm.
+"""Multi-adapter batches on Whisper: speechpeft's fused kernel vs its unfused pair, PEFT and naive bmm.
 
-    python bench/kernels.py                    # on the GPU machine (H200): writes bench/kernels.md
-    python bench/kernels.py --tiny --report /tmp/k.md   # a CPU smoke run at toy size (numbers meaningless)
+    python bench/kernels.py --config small     # on the GPU machine (H200): writes bench/kernels.md
+    python bench/kernels.py --config large     # whisper-large-v3, 16 adapters (a separate run fits the budget)
+    TRITON_INTERPRET=1 python bench/kernels.py --config tiny --report /tmp/k.md   # CPU check, toy sizes
 
-Setup, as in the issue: the encoder of whisper-small (B=32) and of large-v3 (B=16) with random
-weights, 30 s windows, bf16, LoRA r=16 on q, k, v, out, fc1, fc2 of every encoder layer; 1, 8
-and 32 distinct adapters spread over the batch. Every engine runs the same inputs in the same
-process; the table gives median times over repeats and ratios to the bare encoder, to PEFT's
-mixed batch (``adapter_names``) and to a naive gather + bmm. Also: the S2-LoRA mixed batch
-(one shared basis, a λ row per adapter), the achieved bandwidth of the adapter work, and one
-decode step (one token per utterance) through the same six layer shapes.
+What is timed, with random weights, 30 s windows (1500 encoder frames), bf16, LoRA r=16 on q, k,
+v, out, fc1, fc2 of every layer:
 
-Only torch, transformers, peft and speechpeft are imported (the GPU machine has no audio stack).
+- the encoder of whisper-small with B=32 and 1, 8 and 32 distinct adapters spread over the
+  batch; of whisper-large-v3 with B=16 and 16 adapters (labelled so);
+- engines: the bare encoder; speechpeft's fused kernel (the adapter in the base GEMM's epilogue,
+  the CUDA default); speechpeft's unfused pair (cuBLAS, then an expand that reads y again); the
+  fused kernel with S2-LoRA (one shared basis, a λ row per adapter); naive gather + bmm; PEFT's
+  mixed batch (``adapter_names``, ``autocast_adapter_dtype=False`` so its adapters stay bf16);
+- one real decoder step: every decoder layer, one token per utterance after 8 cached ones,
+  cross-attention on the cached encoder states, the same adapters on its linears;
+- the fused kernel with no adapter against cuBLAS on the six bare shapes (it must not lose).
+
+Fairness: every engine gets the same weights (one set of A, B per adapter, copied into each);
+each engine's output is checked with ``assert_close`` against the pure-torch reference on the same
+model before it is timed, and the adapter's effect on that output must be far larger than the
+engine's error (a check that passes for the bare model would prove nothing). A wrong engine is
+reported as such and not timed. The engines of a configuration are timed interleaved, rotating,
+one call each per round, so drift hits them alike; the table gives the median and the spread.
+
+Only torch, transformers, peft, triton and speechpeft are imported (the GPU machine has no audio
+stack).
 """
 
 from __future__ import annotations
@@ -29,218 +43,372 @@ from torch import nn
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from speechpeft import kernels  # noqa: E402
 from speechpeft.adapters.bank import BankLinear, set_bank_ids  # noqa: E402
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
-CONFIGS = {  # name: (d_model, layers, heads, ffn, mels, batch)
-    "whisper-small": (768, 12, 12, 3072, 80, 32),
-    "whisper-large-v3": (1280, 32, 20, 5120, 128, 16),
-    "tiny": (64, 2, 4, 128, 80, 4),
+# name: (d_model, layers, heads, ffn, mels, batch, adapter counts, frames)
+CONFIGS = {
+    "small": ("whisper-small", 768, 12, 12, 3072, 80, 32, (1, 8, 32), 3000),
+    "large": ("whisper-large-v3 (16 adapters)", 1280, 32, 20, 5120, 128, 16, (16,), 3000),
+    "tiny": ("tiny", 32, 1, 2, 64, 80, 4, (1, 4), 40),
 }
 PEAK_GBPS = 4800.0  # H200 HBM3e
+CACHED = 8  # decoder tokens already in the cache before the timed step
 
 
-def encoder(name: str, device: str, dtype: torch.dtype, frames: int) -> nn.Module:
+def whisper_config(key: str):
     from transformers import WhisperConfig
-    from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-    d, layers, heads, ffn, mels, _ = CONFIGS[name]
-    cfg = WhisperConfig(d_model=d, encoder_layers=layers, encoder_attention_heads=heads, encoder_ffn_dim=ffn,
-                        num_mel_bins=mels, max_source_positions=frames // 2)  # fmt: skip
-    return WhisperEncoder(cfg).to(device, dtype).eval()
+    _, d, layers, heads, ffn, mels, _, _, frames = CONFIGS[key]
+    return WhisperConfig(d_model=d, encoder_layers=layers, decoder_layers=layers, encoder_attention_heads=heads,
+                         decoder_attention_heads=heads, encoder_ffn_dim=ffn, decoder_ffn_dim=ffn, num_mel_bins=mels,
+                         max_source_positions=frames // 2, max_target_positions=64)  # fmt: skip
 
 
 def targets(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in TARGETS]
 
 
-def add_bank(model: nn.Module, n: int, rank: int, s2: bool, g: torch.Generator) -> None:
+def make_adapters(model: nn.Module, n: int, rank: int, g: torch.Generator) -> dict:
+    """One set of weights for every engine: LoRA A, B per adapter and S2-LoRA's basis + λ per layer.
+    B is large enough that the adapters move the output well past bf16 noise."""
+    out = {}
     for name in targets(model):
-        parent, _, child = name.rpartition(".")
         base = model.get_submodule(name)
-        layer = BankLinear(base)
         d_out, d_in = base.out_features, base.in_features
-        dev, dt_ = base.weight.device, base.weight.dtype
+        out[name] = {
+            "a": torch.randn(n, rank, d_in, generator=g) / d_in**0.5,
+            "b": torch.randn(n, d_out, rank, generator=g) * (0.5 / rank**0.5),
+            "basis_a": torch.randn(rank, d_in, generator=g) / d_in**0.5,
+            "basis_b": torch.randn(d_out, rank, generator=g) * (0.5 / rank**0.5),
+            "lam": torch.randn(n, rank, generator=g),
+        }
+    return out
+
+
+def add_bank(model: nn.Module, weights: dict, s2: bool) -> None:
+    dev, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    for name, w in weights.items():
+        parent, _, child = name.rpartition(".")
+        layer = BankLinear(model.get_submodule(name))
         if s2:
-            a = torch.randn(rank, d_in, generator=g) / d_in**0.5
-            layer.set_s2lora(a.to(dev, dt_), torch.randn(d_out, rank, generator=g).to(dev, dt_) * 0.01,
-                             torch.randn(n, rank, generator=g).to(dev, torch.float32), 1.0)  # fmt: skip
+            layer.set_s2lora(w["basis_a"].to(dev, dtype), w["basis_b"].to(dev, dtype), w["lam"].to(dev), 1.0)
         else:
-            a = torch.randn(n, rank, d_in, generator=g) / d_in**0.5
-            layer.set_lora(a.to(dev, dt_), (torch.randn(n, d_out, rank, generator=g) * 0.01).to(dev, dt_),
-                           torch.ones(n, device=dev))  # fmt: skip
+            n = w["a"].shape[0]
+            layer.set_lora(w["a"].to(dev, dtype), w["b"].to(dev, dtype), torch.ones(n, device=dev))
         setattr(model.get_submodule(parent), child, layer)
 
 
 class NaiveLoRA(nn.Module):
-    """y = W x + s · (x · A[ids]ᵀ) · B[ids]ᵀ with torch gather + bmm."""
+    """y = W x + (x · A[ids]ᵀ) · B[ids]ᵀ with torch gather + bmm."""
 
-    def __init__(self, base: nn.Linear, n: int, rank: int, g: torch.Generator):
+    def __init__(self, base: nn.Linear, a: torch.Tensor, b: torch.Tensor):
         super().__init__()
         self.base, self.ids = base, None
-        dev, dt_ = base.weight.device, base.weight.dtype
-        self.a = (torch.randn(n, rank, base.in_features, generator=g) / base.in_features**0.5).to(dev, dt_)
-        self.b = (torch.randn(n, base.out_features, rank, generator=g) * 0.01).to(dev, dt_)
+        self.a, self.b = a.to(base.weight), b.to(base.weight)
 
     def forward(self, x):
-        h = torch.bmm(x, self.a[self.ids].transpose(1, 2))  # (B, T, r)
-        return self.base(x) + torch.bmm(h, self.b[self.ids].transpose(1, 2))
+        shape = x.shape
+        x3 = x.reshape(self.ids.shape[0], -1, shape[-1])
+        h = torch.bmm(x3, self.a[self.ids].transpose(1, 2))  # (B, T, r)
+        return self.base(x) + torch.bmm(h, self.b[self.ids].transpose(1, 2)).reshape(*shape[:-1], -1)
 
 
-def add_naive(model, n, rank, g):
-    for name in targets(model):
+def add_naive(model: nn.Module, weights: dict, ids: torch.Tensor) -> None:
+    for name, w in weights.items():
         parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent), child, NaiveLoRA(model.get_submodule(name), n, rank, g))
+        layer = NaiveLoRA(model.get_submodule(name), w["a"], w["b"])
+        layer.ids = ids
+        setattr(model.get_submodule(parent), child, layer)
 
 
-def peft_model(model, n, rank):
+def peft_model(model: nn.Module, weights: dict, rank: int):
+    """PEFT LoRA adapters a0..a{n-1} carrying the same A and B (scaling alpha / r = 1), in the
+    model's dtype: ``autocast_adapter_dtype=False`` keeps PEFT from holding them in fp32."""
     from peft import LoraConfig, get_peft_model
 
+    n = next(iter(weights.values()))["a"].shape[0]
+    dtype = next(model.parameters()).dtype
     cfg = LoraConfig(r=rank, lora_alpha=rank, target_modules=list(TARGETS), init_lora_weights=False)
-    pm = get_peft_model(model, cfg, adapter_name="a0")
+    pm = get_peft_model(model, cfg, adapter_name="a0", autocast_adapter_dtype=False)
     for i in range(1, n):
         pm.add_adapter(f"a{i}", cfg)
-    return pm.eval()  # PEFT refuses adapter_names in training mode
+    modules = dict(pm.base_model.model.named_modules())
+    with torch.no_grad():
+        for name, w in weights.items():
+            layer = modules[name]
+            for i in range(n):
+                layer.lora_A[f"a{i}"].weight.copy_(w["a"][i])
+                layer.lora_B[f"a{i}"].weight.copy_(w["b"][i])
+    return pm.to(dtype).eval()  # PEFT refuses adapter_names in training mode
 
 
-def timed(fn, device: str, repeats: int) -> float:
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        tick = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - tick)
-    return statistics.median(times)
+def fresh(key: str, part: str, device: str, dtype: torch.dtype, state: dict) -> nn.Module:
+    from transformers.models.whisper.modeling_whisper import WhisperDecoder, WhisperEncoder
+
+    cls = WhisperEncoder if part == "encoder" else WhisperDecoder
+    model = cls(whisper_config(key))
+    model.load_state_dict(state)
+    return model.to(device, dtype).eval()
+
+
+def engines(key, part, device, dtype, weights, ids, rank, state) -> dict:
+    """name -> (model, forward kwargs maker, implementation to force or None)."""
+    from speechpeft.kernels import reference
+
+    fused = unfused = None
+    try:
+        from speechpeft.kernels import triton_fused, triton_lora
+
+        fused, unfused = triton_fused, triton_lora
+    except ImportError:
+        pass
+    out = {"bare": (fresh(key, part, device, dtype, state), {}, None)}
+    lora = fresh(key, part, device, dtype, state)
+    add_bank(lora, weights, s2=False)
+    s2 = fresh(key, part, device, dtype, state)
+    add_bank(s2, weights, s2=True)
+    out["reference (LoRA)"] = (lora, {}, reference)
+    out["reference (S2-LoRA)"] = (s2, {}, reference)
+    if fused is not None:
+        out["speechpeft fused (LoRA)"] = (lora, {}, fused)
+        out["speechpeft unfused pair (LoRA)"] = (lora, {}, unfused)
+        out["speechpeft fused (S2-LoRA, shared basis)"] = (s2, {}, fused)
+    naive = fresh(key, part, device, dtype, state)
+    add_naive(naive, weights, ids)
+    out["naive gather+bmm"] = (naive, {}, None)
+    pm = peft_model(fresh(key, part, device, dtype, state), weights, rank)
+    out["PEFT adapter_names"] = (pm, {"adapter_names": [f"a{int(i)}" for i in ids]}, None)
+    for model, _, _ in out.values():
+        set_bank_ids(model, ids)
+    return out
+
+
+class Step:
+    """The same decoder step for every engine: the cache is cut back to CACHED tokens first."""
+
+    def __init__(self, key, device, dtype, batch, g):
+        from transformers import DynamicCache, EncoderDecoderCache
+
+        cfg = whisper_config(key)
+        self.enc = torch.randn(batch, CONFIGS[key][8] // 2, cfg.d_model, generator=g).to(device, dtype)
+        self.prefix = torch.randint(0, cfg.vocab_size, (batch, CACHED), generator=g).to(device)
+        self.token = torch.randint(0, cfg.vocab_size, (batch, 1), generator=g).to(device)
+        self.caches: dict[int, object] = {}
+        self.new_cache = lambda: EncoderDecoderCache(DynamicCache(), DynamicCache())
+
+    def __call__(self, model, extra):
+        cache = self.caches.get(id(model))
+        if cache is None:  # prefill once per engine (untimed: the first call is a warm-up)
+            cache = self.new_cache()
+            model(input_ids=self.prefix, encoder_hidden_states=self.enc, past_key_values=cache, use_cache=True,
+                  **extra)  # fmt: skip
+            self.caches[id(model)] = cache
+        extra_tokens = cache.get_seq_length() - CACHED
+        if extra_tokens > 0:
+            cache.crop(-extra_tokens)  # negative: remove that many (the form every transformers version takes)
+        return model(input_ids=self.token, encoder_hidden_states=self.enc, past_key_values=cache, use_cache=True,
+                     **extra).last_hidden_state  # fmt: skip
+
+
+def call(fn, impl):
+    if impl is None:
+        return fn()
+    with kernels.forced(impl):
+        return fn()
+
+
+def check(outputs: dict, dtype: torch.dtype) -> dict[str, str]:
+    """Each engine against the reference of its kind; '' when right, else why not."""
+    tol = dict(atol=1e-3, rtol=1e-3) if dtype == torch.float32 else dict(atol=0.15, rtol=0.1)
+    verdicts = {}
+    bare = outputs["bare"].float()
+    for name, y in outputs.items():
+        if name == "bare" or name.startswith("reference"):
+            continue
+        ref = outputs["reference (S2-LoRA)" if "S2" in name else "reference (LoRA)"].float()
+        err = ((y.float() - ref).norm() / ref.norm()).item()
+        effect = ((ref - bare).norm() / ref.norm()).item()
+        try:
+            torch.testing.assert_close(y.float(), ref, **tol)
+            far = err * 10 < effect
+            verdicts[name] = "" if far else f"error {err:.3g} not far below the adapters' effect {effect:.3g}"
+        except AssertionError as e:
+            verdicts[name] = "WRONG: " + str(e).splitlines()[0]
+        print(f"  check {name}: relative error {err:.2e}, adapters' effect {effect:.2e} {verdicts[name]}", flush=True)
+    return verdicts
+
+
+def sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
 @torch.no_grad()
-def run_config(name: str, device: str, dtype: torch.dtype, frames: int, rank: int, repeats: int) -> list[dict]:
-    *_, mels, batch = CONFIGS[name]
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, mels, frames, generator=g).to(device, dtype)
+def measure(key, part, n, device, dtype, rank, repeats, g, state) -> list[dict]:
+    label, *_, batch, _, frames = CONFIGS[key]
+    ids = (torch.arange(batch) % n).to(device)
+    weights = make_adapters(fresh(key, part, "cpu", torch.float32, state), n, rank, g)
+    table = engines(key, part, device, dtype, weights, ids, rank, state)
+    if part == "encoder":
+        x = torch.randn(batch, CONFIGS[key][5], frames, generator=g).to(device, dtype)
+        run = lambda model, extra: model(x, **extra).last_hidden_state  # noqa: E731
+    else:
+        run = Step(key, device, dtype, batch, g)
+    outputs = {name: call(lambda m=m, e=e: run(m, e), impl) for name, (m, e, impl) in table.items()}
+    verdicts = check(outputs, dtype)
+    timed = [name for name in table if not name.startswith("reference") and not verdicts.get(name)]
+    times = {name: [] for name in timed}
+    for name in timed:  # warm-up (and autotuning) outside the timings
+        model, extra, impl = table[name]
+        call(lambda m=model, e=extra: run(m, e), impl)
+    for rep in range(repeats):
+        for name in timed[rep % len(timed) :] + timed[: rep % len(timed)]:
+            model, extra, impl = table[name]
+            sync(device)
+            tick = time.perf_counter()
+            call(lambda m=model, e=extra: run(m, e), impl)
+            sync(device)
+            times[name].append(time.perf_counter() - tick)
+    what = "encoder" if part == "encoder" else f"decoder step ({CACHED} cached tokens)"
     rows = []
-    bare_model = encoder(name, device, dtype, frames)
-    bare = timed(lambda: bare_model(x), device, repeats)
-    rows.append({"config": name, "engine": "bare encoder", "adapters": 0, "seconds": bare})
-    for n in (1, 8, 32):
-        ids = torch.arange(batch, device=device) % n
-        for engine in ("speechpeft kernels (LoRA)", "speechpeft kernels (S2-LoRA, shared basis)", "naive gather+bmm",
-                       "PEFT adapter_names"):  # fmt: skip
-            model = encoder(name, device, dtype, frames)
-            model.load_state_dict(bare_model.state_dict())
-            if engine.startswith("speechpeft"):
-                add_bank(model, n, rank, "S2" in engine, g)
-                set_bank_ids(model, ids)
-                fn = lambda m=model: m(x)  # noqa: E731
-            elif engine.startswith("naive"):
-                add_naive(model, n, rank, g)
-                for m in model.modules():
-                    if isinstance(m, NaiveLoRA):
-                        m.ids = ids
-                fn = lambda m=model: m(x)  # noqa: E731
-            else:
-                model = peft_model(model, n, rank)
-                names = [f"a{int(i)}" for i in ids]
-                fn = lambda m=model, names=names: m(input_features=x, adapter_names=names)  # noqa: E731
-            rows.append({"config": name, "engine": engine, "adapters": n, "seconds": timed(fn, device, repeats)})
-            del model
-    rows += decode_step(name, device, dtype, rank, repeats, g)
+    for name in table:
+        if name.startswith("reference"):
+            continue
+        moved = adapter_bytes(key, part, n, rank, dtype, s2="S2" in name)
+        row = {"config": label, "part": what, "group": f"{label}/{what}/{n}", "engine": name,
+               "adapters": 0 if name == "bare" else n, "bytes": moved}  # fmt: skip
+        if name in times:
+            row.update(seconds=statistics.median(times[name]), lo=min(times[name]), hi=max(times[name]))
+        else:
+            row["wrong"] = verdicts[name]
+        rows.append(row)
     return rows
 
 
-def decode_step(name, device, dtype, rank, repeats, g) -> list[dict]:
-    """One token per utterance through the six target shapes of one layer, 32 adapters."""
-    d, _, _, ffn, _, batch = CONFIGS[name]
-    shapes = [(d, d)] * 4 + [(ffn, d), (d, ffn)]
-    layers = [nn.Linear(i, o).to(device, dtype) for o, i in shapes]
-    xs = [torch.randn(batch, 1, i, generator=g).to(device, dtype) for _, i in shapes]
-    ids = torch.arange(batch, device=device) % 32
-    bare = timed(lambda: [m(x) for m, x in zip(layers, xs, strict=True)], device, repeats)
-    banks = []
-    for m in layers:
-        b = BankLinear(m)
-        b.set_lora((torch.randn(32, rank, m.in_features, generator=g) / m.in_features**0.5).to(device, dtype),
-                   (torch.randn(32, m.out_features, rank, generator=g) * 0.01).to(device, dtype),
-                   torch.ones(32, device=device))  # fmt: skip
-        b.ids = ids
-        banks.append(b)
-    ours = timed(lambda: [m(x) for m, x in zip(banks, xs, strict=True)], device, repeats)
-    return [{"config": name, "engine": "decode step: bare linears", "adapters": 0, "seconds": bare},
-            {"config": name, "engine": "decode step: speechpeft kernels", "adapters": 32, "seconds": ours}]  # fmt: skip
-
-
-def adapter_bytes(name: str, n: int, rank: int, frames: int, elem: int) -> float:
-    """Bytes the LoRA work must move at least: read x twice-free (once), A/B of n adapters, write y."""
-    d, layers, _, ffn, _, batch = CONFIGS[name]
-    t = frames // 2
-    total = 0
-    for d_out, d_in in [(d, d)] * 4 + [(ffn, d), (d, ffn)]:
-        total += batch * t * d_in * elem  # read x for the shrink
-        total += n * rank * (d_in + d_out) * elem  # A and B of the adapters in use
-        total += batch * t * rank * 4 * 2  # h (fp32) written and read
-        total += batch * t * d_out * elem * 2  # y read and written by the expand
-    return total * layers
-
-
-def render(rows: list[dict], args, device_name: str, rank: int, frames: int, dtype: torch.dtype) -> str:
+def adapter_bytes(key: str, part: str, n: int, rank: int, dtype: torch.dtype, s2: bool) -> float:
+    """The least the adapter work must move beyond the bare model: x read once for the shrink, h
+    (fp32) written and read, and the A, B of the adapters in use (S2-LoRA: one basis and λ rows).
+    The unfused pair moves y twice more on top; that is the cost the fused kernel removes."""
+    _, d, layers, _, ffn, _, batch, _, frames = CONFIGS[key]
+    rows = batch * (frames // 2 if part == "encoder" else 1)
     elem = torch.finfo(dtype).bits // 8
+    shapes = [(d, d)] * 4 + [(ffn, d), (d, ffn)] + ([(d, d)] * 4 if part != "encoder" else [])
+    total = 0
+    for d_out, d_in in shapes:
+        total += rows * d_in * elem + rows * rank * 4 * 2
+        total += (rank * (d_in + d_out) * elem + n * rank * 4) if s2 else n * rank * (d_in + d_out) * elem
+    return float(total * layers)
+
+
+@torch.no_grad()
+def gemm_check(key, device, dtype, repeats, g) -> list[dict]:
+    """The fused kernel with no adapter against cuBLAS (torch's linear) on the six bare shapes."""
+    try:
+        from speechpeft.kernels import triton_fused
+    except ImportError:
+        return []
+    _, d, _, _, ffn, _, batch, _, frames = CONFIGS[key]
+    rows = []
+    for d_out, d_in in [(d, d), (ffn, d), (d, ffn)]:
+        x = torch.randn(batch, frames // 2, d_in, generator=g).to(device, dtype)
+        w = (torch.randn(d_out, d_in, generator=g) / d_in**0.5).to(device, dtype)
+        bias = torch.randn(d_out, generator=g).to(device, dtype)
+        torch.testing.assert_close(triton_fused.linear(x, w, bias).float(), nn.functional.linear(x, w, bias).float(),
+                                   atol=0.05, rtol=0.05)  # fmt: skip
+        fns = {"cuBLAS (torch linear)": lambda x=x, w=w, bias=bias: nn.functional.linear(x, w, bias),
+               "fused kernel, no adapter": lambda x=x, w=w, bias=bias: triton_fused.linear(x, w, bias)}  # fmt: skip
+        for fn in fns.values():
+            fn()
+        times = {k: [] for k in fns}
+        for rep in range(repeats):
+            for k in list(fns)[rep % 2 :] + list(fns)[: rep % 2]:
+                sync(device)
+                tick = time.perf_counter()
+                fns[k]()
+                sync(device)
+                times[k].append(time.perf_counter() - tick)
+        for k, v in times.items():
+            rows.append({"shape": f"{batch * frames // 2} x {d_in} -> {d_out}", "engine": k,
+                         "seconds": statistics.median(v), "lo": min(v), "hi": max(v)})  # fmt: skip
+    return rows
+
+
+def render(rows, gemm, args, device_name, rank, dtype) -> str:
     out = [
-        "# Multi-adapter batches on the Whisper encoder",
+        "# Multi-adapter batches on Whisper",
         "",
-        f"Made by `python bench/kernels.py{' --tiny' if args.tiny else ''}` on {dt.date.today().isoformat()}, "
-        f"{device_name}, torch {torch.__version__}, {str(dtype).replace('torch.', '')}, "
-        f"LoRA r={rank} on q/k/v/out/fc1/fc2, {frames} mel frames, median of {args.repeats}.",
+        f"Made by `python bench/kernels.py --config {args.config}` on {dt.date.today().isoformat()}, {device_name}, "
+        f"torch {torch.__version__}, {str(dtype).replace('torch.', '')}, LoRA r={rank} on q/k/v/out/fc1/fc2, 30 s "
+        f"windows, random weights; median of {args.repeats} interleaved calls (min-max). Every engine's output was "
+        "checked against the pure-torch reference before it was timed.",
         "",
-        "| config | engine | adapters | time (ms) | vs bare | vs PEFT | vs naive | adapter GB/s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| config | part | engine | adapters | time (ms) | spread (ms) | vs bare | vs PEFT | vs naive | adapter GB/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        same = [x for x in rows if x["config"] == r["config"]]
-        bare = next(x["seconds"] for x in same if x["engine"] in ("bare encoder", "decode step: bare linears")
-                    and (x["engine"].startswith("decode") == r["engine"].startswith("decode")))  # fmt: skip
-        step = r["engine"].startswith("decode")
-        peer = {e: None if step else next((x["seconds"] for x in same if x["engine"] == e
-                                           and x["adapters"] == r["adapters"]), None)
-                for e in ("PEFT adapter_names", "naive gather+bmm")}  # fmt: skip
-        vs = {e: f"{r['seconds'] / t:.2f}x" if t else "-" for e, t in peer.items()}
-        gbps = "-"
-        if r["engine"].startswith("speechpeft kernels (LoRA)") and r["seconds"] > bare:
-            moved = adapter_bytes(r["config"], r["adapters"], rank, frames, elem)
-            gbps = f"{moved / (r['seconds'] - bare) / 1e9:.0f}"
+        same = [x for x in rows if x["group"] == r["group"] and "seconds" in x]  # one interleaved measurement
+        bare = next(x["seconds"] for x in same if x["engine"] == "bare")
+        if "seconds" not in r:
+            out.append(f"| {r['config']} | {r['part']} | {r['engine']} | {r['adapters']} | not timed: {r['wrong']} "
+                       "| | | | | |")  # fmt: skip
+            continue
+        peers = {e: next((x["seconds"] for x in same if x["engine"] == e), None)
+                 for e in ("PEFT adapter_names", "naive gather+bmm")}  # fmt: skip
+        vs = {e: f"{r['seconds'] / t:.2f}x" if t and r["adapters"] else "-" for e, t in peers.items()}
+        extra = r["seconds"] - bare
+        gbps = f"{r['bytes'] / extra / 1e9:,.1f}" if r["adapters"] and extra > 0 else "-"
         out.append(
-            f"| {r['config']} | {r['engine']} | {r['adapters']} | {1000 * r['seconds']:.2f} | "
-            f"{r['seconds'] / bare:.3f}x | {vs['PEFT adapter_names']} | {vs['naive gather+bmm']} | {gbps} |"
+            f"| {r['config']} | {r['part']} | {r['engine']} | {r['adapters']} | {1000 * r['seconds']:.3f} | "
+            f"{1000 * r['lo']:.3f}-{1000 * r['hi']:.3f} | {r['seconds'] / bare:.3f}x | {vs['PEFT adapter_names']} | "
+            f"{vs['naive gather+bmm']} | {gbps} |"
         )
-    out += ["", f"Adapter GB/s: the bytes the LoRA work must move, over (time - bare time); the H200 peaks at "
-                f"{PEAK_GBPS:,.0f} GB/s. Ratios below 1.00x mean faster than the peer."]  # fmt: skip
+    out += ["", "Adapter GB/s: the bytes the adapter work must move at least (x read for the shrink, h in fp32 "
+            "written and read, the adapters' A and B; S2-LoRA: one basis and λ rows), over (time - bare time). "
+            f"The H200 peaks at {PEAK_GBPS:,.0f} GB/s; a figure above that means the adapter work hides under the "
+            "base GEMM. Ratios below 1.00x are faster than the peer."]  # fmt: skip
+    if gemm:
+        out += ["", "## The fused kernel with no adapter against cuBLAS", "",
+                "| rows x d_in -> d_out | engine | time (ms) | spread (ms) | vs cuBLAS |",
+                "|---|---|---|---|---|"]  # fmt: skip
+        for r in gemm:
+            cublas = next(x["seconds"] for x in gemm if x["shape"] == r["shape"] and x["engine"].startswith("cuBLAS"))
+            out.append(f"| {r['shape']} | {r['engine']} | {1000 * r['seconds']:.3f} | {1000 * r['lo']:.3f}-"
+                       f"{1000 * r['hi']:.3f} | {r['seconds'] / cublas:.3f}x |")  # fmt: skip
     return "\n".join(out) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tiny", action="store_true", help="toy sizes on CPU, to check the script runs")
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="small")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--rank", type=int, default=16)
-    parser.add_argument("--report", type=Path, default=HERE / "kernels.md")
+    parser.add_argument("--report", type=Path, default=None, help="default: bench/kernels.md (small), kernels_large.md")
     args = parser.parse_args(argv)
-    device = "cpu" if args.tiny else "cuda"
-    dtype = getattr(torch, "float32" if args.tiny else args.dtype)
-    frames = 200 if args.tiny else 3000
-    configs = ["tiny"] if args.tiny else ["whisper-small", "whisper-large-v3"]
+    tiny = args.config == "tiny"
+    device = "cpu" if tiny else "cuda"
+    if not tiny and not torch.cuda.is_available():
+        raise SystemExit("bench/kernels.py --config small|large needs a CUDA GPU; --config tiny checks it on CPU")
+    dtype = torch.float32 if tiny else getattr(torch, args.dtype)
+    report = args.report or HERE / ("kernels.md" if args.config == "small" else f"kernels_{args.config}.md")
+    from transformers.models.whisper.modeling_whisper import WhisperDecoder, WhisperEncoder
+
+    g = torch.Generator().manual_seed(0)
+    states = {part: cls(whisper_config(args.config)).state_dict()
+              for part, cls in (("encoder", WhisperEncoder), ("decoder", WhisperDecoder))}  # fmt: skip
     rows = []
-    for name in configs:
-        rows += run_config(name, device, dtype, frames, args.rank, args.repeats)
-        print(*(f"{r['config']:>16} {r['engine']:<45} {r['adapters']:>2} {1000 * r['seconds']:9.2f} ms" for r in rows),
-              sep="\n", flush=True)  # fmt: skip
-    name = "CPU (toy sizes: numbers meaningless)" if args.tiny else torch.cuda.get_device_name()
-    args.report.write_text(render(rows, args, name, args.rank, frames, dtype), encoding="utf-8")
-    print(f"wrote {args.report}")
+    counts = CONFIGS[args.config][7]
+    for part, n in [("encoder", n) for n in counts] + [("decoder", counts[-1])]:
+        print(f"== {args.config} {part}, {n} adapters", flush=True)
+        rows += measure(args.config, part, n, device, dtype, args.rank, args.repeats, g, states[part])
+        for r in rows[-6:]:
+            print(f"  {r['engine']:<42} {1000 * r.get('seconds', float('nan')):10.3f} ms", flush=True)
+    gemm = gemm_check(args.config, device, dtype, args.repeats, g) if device == "cuda" else []
+    name = "CPU under TRITON_INTERPRET (toy sizes: numbers meaningless)" if tiny else torch.cuda.get_device_name()
+    report.write_text(render(rows, gemm, args, name, args.rank, dtype), encoding="utf-8")
+    print(f"wrote {report}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import SpeechPeftError
-from ..kernels import batched_lora, batched_s2lora
+from ..kernels import batched_lora, batched_s2lora, lora_coef, s2lora_coef
 from .base import adapter_kind
 from .io import AdapterFile, check_adapter_base, read_adapter
 from .lora import PEFT_PREFIX
@@ -38,6 +38,8 @@ class BankLinear(nn.Module):
         super().__init__()
         self.base_layer = base_layer
         self.shared_basis = False
+        self._coef: torch.Tensor | None = None  # fp32 coefficient rows, made once from the fp32 weights
+        self._coef_here: torch.Tensor | None = None  # ... and on the device the layer runs on
 
     @property
     def ids(self) -> torch.Tensor | None:
@@ -60,6 +62,7 @@ class BankLinear(nn.Module):
         self.register_buffer("lora_a", a.contiguous(), persistent=False)  # (N, r, d_in)
         self.register_buffer("lora_b", b.contiguous(), persistent=False)  # (N, d_out, r)
         self.register_buffer("scale", scale, persistent=False)  # (N,)
+        self._coef = lora_coef(scale, a.shape[1]).contiguous()
 
     def set_s2lora(self, a: torch.Tensor, b: torch.Tensor, lam: torch.Tensor, scale: float) -> None:
         self.shared_basis = True
@@ -67,6 +70,14 @@ class BankLinear(nn.Module):
         self.register_buffer("basis_b", b.contiguous(), persistent=False)  # (d_out, r)
         self.register_buffer("lam", lam.contiguous(), persistent=False)  # (N, r)
         self.s2_scale = scale
+        self._coef = s2lora_coef(lam, scale)
+
+    def coef(self, device: torch.device) -> torch.Tensor:
+        """The fused kernel's (N, r) fp32 coefficients on ``device``, moved there once (a plain
+        attribute, so that ``model.to(bfloat16)`` does not round them as it rounds buffers)."""
+        if self._coef_here is None or self._coef_here.device != device:
+            self._coef_here = self._coef.to(device)
+        return self._coef_here
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ids = self.ids
@@ -80,9 +91,10 @@ class BankLinear(nn.Module):
         x3 = x.reshape(rows, -1, x.shape[-1]).contiguous()  # (B, T, d_in)
         w, bias = self.base_layer.weight, self.base_layer.bias
         if self.shared_basis:
-            y = batched_s2lora(x3, w, bias, ids, self.basis_a, self.basis_b, self.lam, self.s2_scale)
+            y = batched_s2lora(x3, w, bias, ids, self.basis_a, self.basis_b, self.lam, self.s2_scale,
+                               coef=self.coef(x3.device))  # fmt: skip
         else:
-            y = batched_lora(x3, w, bias, ids, self.lora_a, self.lora_b, self.scale)
+            y = batched_lora(x3, w, bias, ids, self.lora_a, self.lora_b, self.scale, coef=self.coef(x3.device))
         return y.reshape(*x.shape[:-1], y.shape[-1])
 
 

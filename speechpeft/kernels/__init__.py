@@ -1,42 +1,81 @@
 """Batched multi-adapter ops: each utterance of a batch may use its own adapter.
 
-``batched_lora`` and ``batched_s2lora`` run the Triton kernels on CUDA tensors and the pure-torch
-reference everywhere else (no warning: CPU is a supported path, not a fallback to complain about).
-Triton is imported only when a CUDA tensor arrives.
+``batched_lora`` and ``batched_s2lora`` run the fused Triton GEMM (``triton_fused``: the adapter
+added in the base GEMM's epilogue) on CUDA tensors and the pure-torch reference everywhere else
+(no warning: CPU is a supported path, not a fallback to complain about). ``triton_lora`` holds the
+shrink the fused kernel uses and the older unfused pair (cuBLAS GEMM, then an expand that reads y
+again), kept as a benchmark row. Triton is imported only when a CUDA tensor arrives.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
+from types import ModuleType
 
 import torch
 
 from . import reference
 
+_FORCED: list[ModuleType] = []  # benchmarks and tests pin one implementation for every device
+
 
 @functools.lru_cache(maxsize=1)
 def _triton():
     try:
-        from . import triton_lora
+        from . import triton_fused
     except ImportError:  # no triton on this machine: the reference serves CUDA too
         return None
-    return triton_lora
+    return triton_fused
+
+
+@contextlib.contextmanager
+def forced(impl: ModuleType) -> Iterator[None]:
+    """Inside the block every call runs ``impl`` (``reference``, ``triton_fused`` or ``triton_lora``)
+    whatever the device: a benchmark times the engines on the same model, a test runs the Triton
+    kernels on CPU tensors under ``TRITON_INTERPRET=1``."""
+    _FORCED.append(impl)
+    try:
+        yield
+    finally:
+        _FORCED.pop()
 
 
 def _impl(x: torch.Tensor):
+    if _FORCED:
+        return _FORCED[-1]
     if x.is_cuda and _triton() is not None:
         return _triton()
     return reference
 
 
-def batched_lora(x, weight, bias, ids, lora_a, lora_b, scale):
-    """See ``reference.batched_lora`` for the contract, stated as a loop."""
-    return _impl(x).batched_lora(x, weight, bias, ids, lora_a, lora_b, scale)
+def batched_lora(x, weight, bias, ids, lora_a, lora_b, scale, coef=None):
+    """See ``reference.batched_lora`` for the contract, stated as a loop. ``coef``: the (N, r) fp32
+    coefficient rows the fused kernel reads (``lora_coef``), when the caller keeps them."""
+    impl = _impl(x)
+    if impl is reference:
+        return reference.batched_lora(x, weight, bias, ids, lora_a, lora_b, scale)
+    return impl.batched_lora(x, weight, bias, ids, lora_a, lora_b, scale, coef=coef)
 
 
-def batched_s2lora(x, weight, bias, ids, basis_a, basis_b, lam, scale):
-    """See ``reference.batched_s2lora`` for the contract, stated as a loop."""
-    return _impl(x).batched_s2lora(x, weight, bias, ids, basis_a, basis_b, lam, scale)
+def batched_s2lora(x, weight, bias, ids, basis_a, basis_b, lam, scale, coef=None):
+    """See ``reference.batched_s2lora`` for the contract, stated as a loop; ``coef`` as above (λ·scale)."""
+    impl = _impl(x)
+    if impl is reference:
+        return reference.batched_s2lora(x, weight, bias, ids, basis_a, basis_b, lam, scale)
+    return impl.batched_s2lora(x, weight, bias, ids, basis_a, basis_b, lam, scale, coef=coef)
 
 
-__all__ = ["batched_lora", "batched_s2lora", "reference"]
+def lora_coef(scale: torch.Tensor, rank: int) -> torch.Tensor:
+    """The fused kernel's (N, r) fp32 coefficient rows for LoRA: each adapter's scale on every rank
+    (a stride-0 view, no copy). A bank computes them once, not per call."""
+    return scale.float()[:, None].expand(scale.shape[0], rank)
+
+
+def s2lora_coef(lam: torch.Tensor, scale: float) -> torch.Tensor:
+    """(N, r) fp32: λ·scale per adapter, for S2-LoRA."""
+    return (lam.float() * scale).contiguous()
+
+
+__all__ = ["batched_lora", "batched_s2lora", "forced", "lora_coef", "reference", "s2lora_coef"]

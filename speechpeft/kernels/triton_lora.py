@@ -1,6 +1,7 @@
 """Triton kernels for batched multi-adapter LoRA and S2-LoRA (imported only when used).
 
-Two kernels, in the shape of S-LoRA/Punica's SGMV: *shrink* h = x·Aᵀ (rank-r, fp32) and
+The unfused pair (the CUDA path now runs ``triton_fused``, which reuses the shrink here; the
+pair stays as a benchmark row). Two kernels, in the shape of S-LoRA/Punica's SGMV: *shrink* h = x·Aᵀ (rank-r, fp32) and
 *expand* y += (h ⊙ c[id])·Bᵀ, where c is a per-adapter coefficient row (LoRA: its scale
 repeated; S2-LoRA: λ·scale). The base GEMM stays with torch (cuBLAS), which already runs it at
 the hardware's speed; the adapter work is a thin pass on top. A or B may be shared by all
@@ -129,8 +130,8 @@ def _expand(h, b, b_stride_n, coef, ids, y, n: int) -> None:
     )  # fmt: skip
 
 
-def batched_lora(x, weight, bias, ids, lora_a, lora_b, scale):
-    """Same contract as ``reference.batched_lora``."""
+def batched_lora(x, weight, bias, ids, lora_a, lora_b, scale, coef=None):
+    """Same contract as ``reference.batched_lora``; ``coef`` as ``kernels.lora_coef`` makes it."""
     n, r, d_in = lora_a.shape
     _check(x, ids, d_in)
     assert lora_b.shape == (n, weight.shape[0], r), f"lora_b must be (N, d_out, r), got {tuple(lora_b.shape)}"
@@ -138,12 +139,12 @@ def batched_lora(x, weight, bias, ids, lora_a, lora_b, scale):
     assert scale.shape == (n,), f"scale must be (N,), got {tuple(scale.shape)}"
     y = torch.nn.functional.linear(x, weight, bias).contiguous()
     h = _shrink(x, lora_a, lora_a.stride(0), ids, n)
-    coef = scale.float()[:, None].expand(n, r).contiguous()  # (N, r)
+    coef = scale.float()[:, None].expand(n, r) if coef is None else coef  # (N, r), stride 0 over ranks
     _expand(h, lora_b, lora_b.stride(0), coef, ids, y, n)
     return y
 
 
-def batched_s2lora(x, weight, bias, ids, basis_a, basis_b, lam, scale):
+def batched_s2lora(x, weight, bias, ids, basis_a, basis_b, lam, scale, coef=None):
     """Same contract as ``reference.batched_s2lora``: one shrink for every utterance with an adapter."""
     r, d_in = basis_a.shape
     _check(x, ids, d_in)
@@ -153,6 +154,6 @@ def batched_s2lora(x, weight, bias, ids, basis_a, basis_b, lam, scale):
     y = torch.nn.functional.linear(x, weight, bias).contiguous()
     shared = torch.where(ids >= 0, 0, -1)  # the shrink only asks "has an adapter"; row 0 of a stride-0 A
     h = _shrink(x, basis_a, 0, shared, 1)
-    coef = (lam.float() * scale).contiguous()  # (N, r)
+    coef = (lam.float() * scale).contiguous() if coef is None else coef  # (N, r)
     _expand(h, basis_b, 0, coef, ids, y, lam.shape[0])
     return y

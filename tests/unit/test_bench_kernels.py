@@ -1,18 +1,44 @@
-"""bench/kernels.py, meant for the GPU machine, runs end to end at toy size on CPU."""
+"""bench/kernels.py, meant for the GPU machine, runs end to end at toy size on CPU, its Triton
+engines under TRITON_INTERPRET=1: every engine's output is checked against the reference before
+it is timed, and an engine that is wrong is reported, not timed."""
 
+import os
+import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
+ENGINES = ("bare", "speechpeft fused (LoRA)", "speechpeft unfused pair (LoRA)",
+           "speechpeft fused (S2-LoRA, shared basis)", "naive gather+bmm", "PEFT adapter_names")  # fmt: skip
 
-def test_kernel_bench_runs_at_toy_size_and_writes_every_engine(tmp_path):
-    sys.path.insert(0, str(ROOT / "bench"))
-    import kernels as bench
 
+def run_bench(tmp_path, code: str = "") -> tuple[subprocess.CompletedProcess, str]:
+    pytest.importorskip("triton")
     report = tmp_path / "k.md"
-    bench.main(["--tiny", "--repeats", "1", "--report", str(report)])
-    text = report.read_text()
-    for engine in ("bare encoder", "speechpeft kernels (LoRA)", "speechpeft kernels (S2-LoRA, shared basis)",
-                   "naive gather+bmm", "PEFT adapter_names", "decode step: speechpeft kernels"):  # fmt: skip
-        assert f"| {engine} |" in text
-    assert text.count("| tiny |") == 15 and "numbers meaningless" in text
+    main = f"import sys; sys.argv = ['kernels.py', '--config', 'tiny', '--repeats', '1', '--report', {str(report)!r}]\n"
+    script = f"{code}\n{main}import runpy; runpy.run_path({str(ROOT / 'bench' / 'kernels.py')!r}, run_name='__main__')"
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out, report.read_text()
+
+
+def test_kernel_bench_checks_then_times_every_engine_at_toy_size(tmp_path):
+    _, text = run_bench(tmp_path)
+    for engine in ENGINES:
+        assert text.count(f"| {engine} |") == 3, engine  # encoder with 1 and 4 adapters, the decoder step
+    assert "not timed" not in text and "numbers meaningless" in text
+    assert text.count("| decoder step (8 cached tokens) |") == len(ENGINES)
+
+
+def test_a_wrong_engine_is_reported_and_not_timed(tmp_path):
+    # the fused kernel made to drop every adapter: its output equals the bare model's
+    broken = ("from speechpeft.kernels import triton_fused as f\n"
+              "f.batched_lora = lambda x, w, b, *a, **k: f.linear(x, w, b)\n")  # fmt: skip
+    _, text = run_bench(tmp_path, broken)
+    wrong = [line for line in text.splitlines() if "| speechpeft fused (LoRA) |" in line]
+    assert len(wrong) == 3 and all("not timed: WRONG" in line for line in wrong), wrong
+    others = [line for line in text.splitlines() if "| speechpeft unfused pair (LoRA) |" in line]
+    assert len(others) == 3 and not any("not timed" in line for line in others), others

@@ -1,0 +1,149 @@
+"""One Triton GEMM per adapted linear: y = x·Wᵀ + bias + (h ⊙ c[id])·B_idᵀ, stored once.
+
+The unfused path (``triton_lora``) lets cuBLAS write y, then reads and writes it again to add the
+adapter: at whisper-small B=32 that is ~24 GB of extra traffic per encoder forward. Here the
+adapter's expand is the GEMM's epilogue, so y leaves the chip once.
+
+- Rows are the batch's frames flattened (M = B·T); a tile of BLOCK_M rows may straddle
+  utterances. The epilogue walks the utterances its rows belong to (one when T ≥ BLOCK_M, up to
+  BLOCK_M in a decode step where T = 1) and adds each one's expand under a row mask, so W is read
+  once per row tile whatever the adapters, and a decode step does not re-read W per utterance.
+- h = x·Aᵀ (rank r, fp32) comes from ``triton_lora``'s shrink, once per input: for S2-LoRA, A is
+  shared, so the whole batch shares one shrink and B is one shared (stride-0) matrix.
+- c is a per-adapter coefficient row (LoRA: its scale; S2-LoRA: λ·scale), precomputed by the bank
+  (``lora_coef``, ``s2lora_coef``).
+- Half-precision inputs multiply on the tensor cores with fp32 accumulation; fp32 inputs multiply
+  in IEEE fp32. Under ``TRITON_INTERPRET=1`` tiles are cast to fp32 first (the interpreter's
+  bf16 ``tl.dot`` is wrong) and one configuration is used instead of autotuning.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from . import lora_coef, s2lora_coef
+from .triton_lora import _check, _precision, _shrink
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _configs() -> list[triton.Config]:
+    if INTERPRET:
+        return [triton.Config({"BLOCK_M": 32, "BLOCK_O": 32, "BLOCK_K": 32}, num_warps=4)]
+    shapes = [(128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4), (128, 256, 64, 8, 3), (64, 64, 64, 4, 3)]
+    return [triton.Config({"BLOCK_M": m, "BLOCK_O": o, "BLOCK_K": k}, num_warps=w, num_stages=s)
+            for m, o, k, w, s in shapes]  # fmt: skip
+
+
+@triton.autotune(configs=_configs(), key=["M", "D_IN", "D_OUT", "R", "T_ONE"])
+@triton.jit
+def _fused_kernel(
+    x_ptr, w_ptr, bias_ptr, h_ptr, b_ptr, c_ptr, ids_ptr, y_ptr,
+    M, T, D_IN, D_OUT, R, N,
+    sxm, sxd, swo, swd, shm, shr, sbn, sbo, sbr, scn, scr, sym, syo,
+    T_ONE: tl.constexpr, HAS_BIAS: tl.constexpr, ADAPTERS: tl.constexpr, CAST_F32: tl.constexpr,
+    PRECISION: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    # T_ONE only keys the autotuner (decode steps and long inputs want different tiles)
+    mb = tl.program_id(0)
+    ob = tl.program_id(1)
+    offs_m = (mb * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)  # int64: M·d passes 2**31 in long batches
+    offs_o = (ob * BLOCK_O + tl.arange(0, BLOCK_O)).to(tl.int64)
+    in_m, in_o = offs_m < M, offs_o < D_OUT
+    acc = tl.zeros((BLOCK_M, BLOCK_O), dtype=tl.float32)
+    for k0 in range(0, D_IN, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        in_k = offs_k < D_IN
+        xt = tl.load(x_ptr + offs_m[:, None] * sxm + offs_k[None, :] * sxd,
+                     mask=in_m[:, None] & in_k[None, :], other=0.0)  # fmt: skip
+        wt = tl.load(w_ptr + offs_o[None, :] * swo + offs_k[:, None] * swd,
+                     mask=in_o[None, :] & in_k[:, None], other=0.0)  # (BLOCK_K, BLOCK_O): Wᵀ tile  # fmt: skip
+        if CAST_F32:
+            xt, wt = xt.to(tl.float32), wt.to(tl.float32)
+        acc += tl.dot(xt, wt, input_precision=PRECISION)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offs_o, mask=in_o, other=0.0).to(tl.float32)[None, :]
+    if ADAPTERS:
+        first = (mb * BLOCK_M) // T
+        last = tl.minimum(mb * BLOCK_M + BLOCK_M, M) - 1
+        utt_of_row = offs_m // T
+        for u in range(first, last // T + 1):  # the utterances this tile's rows belong to
+            n = tl.load(ids_ptr + u)
+            if (n >= 0) & (n < N):  # ids are checked where the batch is set (bank_ids)
+                mine = in_m & (utt_of_row == u)
+                for r0 in range(0, R, BLOCK_R):
+                    offs_r = r0 + tl.arange(0, BLOCK_R)
+                    in_r = offs_r < R
+                    ht = tl.load(h_ptr + offs_m[:, None] * shm + offs_r[None, :] * shr,
+                                 mask=mine[:, None] & in_r[None, :], other=0.0)  # (BLOCK_M, BLOCK_R) fp32  # fmt: skip
+                    c = tl.load(c_ptr + n * scn + offs_r * scr, mask=in_r, other=0.0)
+                    bt = tl.load(b_ptr + n * sbn + offs_o[None, :] * sbo + offs_r[:, None] * sbr,
+                                 mask=in_o[None, :] & in_r[:, None], other=0.0).to(tl.float32)  # fmt: skip
+                    acc += tl.dot(ht * c[None, :], bt, input_precision="ieee" if CAST_F32 else PRECISION)
+    tl.store(y_ptr + offs_m[:, None] * sym + offs_o[None, :] * syo, acc.to(y_ptr.dtype.element_ty),
+             mask=in_m[:, None] & in_o[None, :])  # fmt: skip
+
+
+def _launch(x, weight, bias, ids, h, b, b_stride_n, coef, n_adapters: int) -> torch.Tensor:
+    bsz, t, d_in = x.shape
+    d_out = weight.shape[0]
+    m = bsz * t
+    x2 = x.view(m, d_in)
+    y = torch.empty(bsz, t, d_out, device=x.device, dtype=x.dtype)  # every element is stored: no zero-fill
+    y2 = y.view(m, d_out)
+    r = 1 if h is None else h.shape[-1]
+    h2 = x2 if h is None else h.view(m, r)  # placeholders when no row has an adapter: never read
+    b = weight if b is None else b
+    coef = weight if coef is None else coef
+    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(d_out, meta["BLOCK_O"]))  # noqa: E731
+    _fused_kernel[grid](
+        x2, weight, weight if bias is None else bias, h2, b, coef, ids, y2,
+        m, t, d_in, d_out, r, n_adapters,
+        *x2.stride(), *weight.stride(), *h2.stride(), b_stride_n, b.stride(-2), b.stride(-1), *coef.stride(),
+        *y2.stride(),
+        T_ONE=t == 1, HAS_BIAS=bias is not None, ADAPTERS=h is not None, CAST_F32=INTERPRET,
+        PRECISION=_precision(x.dtype), BLOCK_R=max(16, min(64, triton.next_power_of_2(r))),
+    )  # fmt: skip
+    return y
+
+
+def batched_lora(x, weight, bias, ids, lora_a, lora_b, scale, coef=None, any_adapter=True):
+    """Same contract as ``reference.batched_lora``; ``coef`` is ``lora_coef(scale, r)`` when the
+    caller has it, and ``any_adapter=False`` (every id -1, known without a device sync) skips the
+    shrink and the epilogue."""
+    n, r, d_in = lora_a.shape
+    _check(x, ids, d_in)
+    assert lora_b.shape == (n, weight.shape[0], r), f"lora_b must be (N, d_out, r), got {tuple(lora_b.shape)}"
+    assert lora_a.is_contiguous() and lora_b.is_contiguous(), "adapter weights must be contiguous"
+    if not any_adapter:
+        return _launch(x, weight, bias, ids, None, None, 0, None, n)
+    h = _shrink(x, lora_a, lora_a.stride(0), ids, n)
+    coef = lora_coef(scale, r) if coef is None else coef
+    return _launch(x, weight, bias, ids, h, lora_b, lora_b.stride(0), coef, n)
+
+
+def batched_s2lora(x, weight, bias, ids, basis_a, basis_b, lam, scale, coef=None, any_adapter=True):
+    """Same contract as ``reference.batched_s2lora``: one shrink for every utterance with an
+    adapter, and the shared B as one more K-step of the GEMM with a per-row λ."""
+    r, d_in = basis_a.shape
+    _check(x, ids, d_in)
+    assert basis_b.shape == (weight.shape[0], r), f"basis_b must be (d_out, r), got {tuple(basis_b.shape)}"
+    assert lam.dim() == 2 and lam.shape[1] == r, f"lam must be (N, {r}), got {tuple(lam.shape)}"
+    assert basis_a.is_contiguous() and basis_b.is_contiguous(), "basis must be contiguous"
+    if not any_adapter:
+        return _launch(x, weight, bias, ids, None, None, 0, None, lam.shape[0])
+    shared = torch.where(ids >= 0, 0, -1)  # the shrink only asks "has an adapter"; row 0 of a stride-0 A
+    h = _shrink(x, basis_a, 0, shared, 1)
+    coef = s2lora_coef(lam, scale) if coef is None else coef
+    return _launch(x, weight, bias, ids, h, basis_b, 0, coef, lam.shape[0])
+
+
+def linear(x, weight, bias=None):
+    """The fused kernel with no adapter: the bare GEMM, for the check against cuBLAS."""
+    ids = torch.full((x.shape[0],), -1, dtype=torch.int64, device=x.device)
+    return _launch(x, weight, bias, ids, None, None, 0, None, 0)
