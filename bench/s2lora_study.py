@@ -198,17 +198,18 @@ def render(out: Path, report: Path) -> None:
             "|---|---|---|---|---|---|---|---|",
         ]
         for name, what, overrides in variants:
+            shown = (" ".join(overrides) or "-").replace("|", "\\|")  # a table cell: escape the regexes' pipes
             r = result(out, name)
             if r is None:
                 why = "not run" + (f": {NOT_RUN[name]}" if name in NOT_RUN else " yet")
-                lines.append(f"| {name} | {what} | `{' '.join(overrides) or '-'}` | ({why}) | | | | |")
+                lines.append(f"| {name} | {what} | `{shown}` | ({why}) | | | | |")
                 continue
             sparsity = "-" if r["sparsity"] is None else f"{100 * r['sparsity']:.0f} %"
             if r.get("kept_sparsity") is not None and r["kept_sparsity"] != r["sparsity"]:
                 sparsity += f" ({100 * r['kept_sparsity']:.0f} % in the kept state)"
             voices = " / ".join(f"{v:.3f}" for v in (r["per_speaker"] or {}).values())
             lines.append(
-                f"| {name} | {what} | `{' '.join(overrides) or '-'}` | {r['steps']} | {r['dev']:.4f} ({r['step']}) | "
+                f"| {name} | {what} | `{shown}` | {r['steps']} | {r['dev']:.4f} ({r['step']}) | "
                 f"{voices} | {r['trainable']:,} | {sparsity} |"
             )
         lines.append("")
