@@ -149,7 +149,7 @@ def result(out: Path, name: str) -> dict | None:
         "sparsity": dev[-1].get("sparsity"),
         "kept_sparsity": best.get("sparsity"),
         "steps": max(r["step"] for r in rows if r["event"] == "train"),
-        "source": f"{folder.name}, {dt.date.today().isoformat()}",
+        "source": f"{folder.name}, {dt.date.fromtimestamp((folder / 'report.md').stat().st_mtime).isoformat()}",
     }
     _record(found)
     return found

@@ -39,7 +39,6 @@ class BankLinear(nn.Module):
         self.base_layer = base_layer
         self.shared_basis = False
         self._coef: torch.Tensor | None = None  # fp32 coefficient rows, made once from the fp32 weights
-        self._coef_here: torch.Tensor | None = None  # ... and on the device the layer runs on
 
     @property
     def ids(self) -> torch.Tensor | None:
@@ -62,7 +61,7 @@ class BankLinear(nn.Module):
         self.register_buffer("lora_a", a.contiguous(), persistent=False)  # (N, r, d_in)
         self.register_buffer("lora_b", b.contiguous(), persistent=False)  # (N, d_out, r)
         self.register_buffer("scale", scale, persistent=False)  # (N,)
-        self._coef = lora_coef(scale, a.shape[1]).contiguous()
+        self._coef = lora_coef(scale, a.shape[1])
 
     def set_s2lora(self, a: torch.Tensor, b: torch.Tensor, lam: torch.Tensor, scale: float) -> None:
         self.shared_basis = True
@@ -75,9 +74,9 @@ class BankLinear(nn.Module):
     def coef(self, device: torch.device) -> torch.Tensor:
         """The fused kernel's (N, r) fp32 coefficients on ``device``, moved there once (a plain
         attribute, so that ``model.to(bfloat16)`` does not round them as it rounds buffers)."""
-        if self._coef_here is None or self._coef_here.device != device:
-            self._coef_here = self._coef.to(device)
-        return self._coef_here
+        if self._coef.device != device:
+            self._coef = self._coef.to(device)
+        return self._coef
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ids = self.ids

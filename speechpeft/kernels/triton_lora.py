@@ -1,7 +1,7 @@
 """Triton kernels for batched multi-adapter LoRA and S2-LoRA (imported only when used).
 
-The unfused pair (the CUDA path now runs ``triton_fused``, which reuses the shrink here; the
-pair stays as a benchmark row). Two kernels, in the shape of S-LoRA/Punica's SGMV: *shrink* h = x·Aᵀ (rank-r, fp32) and
+The unfused pair, kept as a benchmark row (the CUDA path runs ``triton_fused``, which reuses the
+shrink here). Two kernels, in the shape of S-LoRA/Punica's SGMV: *shrink* h = x·Aᵀ (rank-r, fp32) and
 *expand* y += (h ⊙ c[id])·Bᵀ, where c is a per-adapter coefficient row (LoRA: its scale
 repeated; S2-LoRA: λ·scale). The base GEMM stays with torch (cuBLAS), which already runs it at
 the hardware's speed; the adapter work is a thin pass on top. A or B may be shared by all
@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from . import lora_coef, s2lora_coef
 
 
 @triton.jit
@@ -139,7 +141,7 @@ def batched_lora(x, weight, bias, ids, lora_a, lora_b, scale, coef=None):
     assert scale.shape == (n,), f"scale must be (N,), got {tuple(scale.shape)}"
     y = torch.nn.functional.linear(x, weight, bias).contiguous()
     h = _shrink(x, lora_a, lora_a.stride(0), ids, n)
-    coef = scale.float()[:, None].expand(n, r) if coef is None else coef  # (N, r), stride 0 over ranks
+    coef = lora_coef(scale, r) if coef is None else coef
     _expand(h, lora_b, lora_b.stride(0), coef, ids, y, n)
     return y
 
@@ -154,6 +156,6 @@ def batched_s2lora(x, weight, bias, ids, basis_a, basis_b, lam, scale, coef=None
     y = torch.nn.functional.linear(x, weight, bias).contiguous()
     shared = torch.where(ids >= 0, 0, -1)  # the shrink only asks "has an adapter"; row 0 of a stride-0 A
     h = _shrink(x, basis_a, 0, shared, 1)
-    coef = (lam.float() * scale).contiguous() if coef is None else coef  # (N, r)
+    coef = s2lora_coef(lam, scale) if coef is None else coef
     _expand(h, basis_b, 0, coef, ids, y, lam.shape[0])
     return y
