@@ -3,6 +3,8 @@ seconds of reference audio, bytes per speaker and CPU training time, per target 
 
 Variants (those the base supports):
 - unadapted:     the base voice as it is (the floor);
+- instant:       no training step: an instant base's speaker input from the references' verifier
+                 embedding (``--instant-base``; only on voices held out of its training);
 - embedding:     only a new speaker vector (multi-speaker bases: a row of the speaker table);
 - usat:          the vector plus USAT's flow and phoneme adapters (speechpeft's default);
 - usat-decoder:  usat plus decoder adapters trained by mel reconstruction (opt-in);
@@ -50,6 +52,7 @@ from speechpeft.eval.tts import intelligibility, speaker_bytes, speaker_similari
 from speechpeft.models import load_whisper  # noqa: E402
 from speechpeft.models.speaker_encoder import load_speaker_encoder  # noqa: E402
 from speechpeft.models.vits_build import load_vits  # noqa: E402
+from speechpeft.models.vits_speaker import describe  # noqa: E402
 from speechpeft.train.clone import VARIANTS, CloneOptions, Reference, clone, load_speaker  # noqa: E402
 
 ALL = ("unadapted", *VARIANTS)
@@ -87,7 +90,8 @@ def frame_rows(voice, encoder, base, refs, held, held_audio) -> list[dict]:
 
 
 def one(voice, variant, seconds, args, refs, held, held_audio, encoder, whisper, tmp) -> dict:
-    host = load_vits(args.base)
+    base = args.instant_base if variant == "instant" else args.base
+    host = load_vits(base)
     report = {"reference_seconds": 0.0, "trainable_parameters": 0, "wall_seconds": 0.0, "held_out_loss": None}
     speaker, size = None, 0
     if host.config.num_speakers > 1:  # unadapted: the table's mean speaker, where every clone starts
@@ -96,7 +100,7 @@ def one(voice, variant, seconds, args, refs, held, held_audio, encoder, whisper,
         out = Path(tmp) / f"{voice}-{variant}-{seconds:g}"
         opts = CloneOptions(name=out.name, output=out, steps=args.steps, variant=variant, progress=args.progress)
         report = clone(host, budget(refs, seconds), opts)
-        host = load_vits(args.base)  # synthesize from what was saved, as a user would
+        host = load_vits(base)  # synthesize from what was saved, as a user would
         speaker, size = load_speaker(host, out), speaker_bytes(out)
     texts = [u.text for u in held]
     waves = [host.synthesize(t, speaker) for t in texts]
@@ -116,6 +120,9 @@ def run(args: argparse.Namespace) -> list[dict]:
     whisper = load_whisper(args.whisper, device="cpu")
     multi = load_vits(args.base).config.num_speakers > 1
     variants = [v for v in args.variants if v != "embedding" or multi]
+    trained_on = set(describe(Path(args.instant_base))["voices"]) if args.instant_base else set()
+    if not args.instant_base:
+        variants = [v for v in variants if v != "instant"]
     cache = {}
     if args.cache.is_file():
         for line in args.cache.read_text(encoding="utf-8").splitlines():
@@ -134,12 +141,14 @@ def run(args: argparse.Namespace) -> list[dict]:
         total = sum(u.duration or audio_duration(u.audio, u.where) for u in refs)
         budgets = [s for s in args.seconds if s <= total + 1e-6] or [min(args.seconds)]  # as far as the voice allows
         jobs += [(voice, "unadapted", 0)] * ("unadapted" in variants)
-        jobs += [(voice, v, s) for v in variants if v != "unadapted" for s in budgets]
+        # the instant base is scored only on voices held out of its training
+        jobs += [(voice, v, s) for v in variants if v != "unadapted" and (v != "instant" or voice not in trained_on)
+                 for s in budgets]  # fmt: skip
     # variant by variant across the voices, so that an interrupted run has every voice's first variants
     jobs.sort(key=lambda j: (ALL.index(j[1]), j[2]))
     with tempfile.TemporaryDirectory() as tmp:
         for voice, variant, seconds in jobs:
-            key = (voice, variant, seconds, None if variant == "unadapted" else args.steps)
+            key = (voice, variant, seconds, None if variant in ("unadapted", "instant") else args.steps)
             if key not in cache and not args.render_only:
                 started = time.time()
                 r = one(voice, variant, seconds, args, *data[voice], encoder, whisper, tmp)
@@ -151,7 +160,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     order = {v: i for i, (v, _) in enumerate(args.voices)}
     rows = [cache[(v, f, 0, None)] for v, _ in args.voices for f in ("real vs real", "resynthesis")]
     for v, f, s in jobs:
-        key = (v, f, s, None if f == "unadapted" else args.steps)
+        key = (v, f, s, None if f in ("unadapted", "instant") else args.steps)
         rows.append(cache.get(key, {"voice": v, "variant": f, "budget_seconds": s, "missing": True}))
     rank = {"real vs real": -2, "resynthesis": -1, **{name: i for i, name in enumerate(ALL)}}
     rows.sort(key=lambda r: (order[r["voice"]], rank[r["variant"]], r.get("budget_seconds", 0)))
@@ -210,7 +219,7 @@ def plot(rows: list[dict], path: Path, label: str) -> None:
     voices = list(dict.fromkeys(r["voice"] for r in rows))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     colours = dict(zip(voices, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
-    marks = {"embedding": "s", "usat": "o", "usat-decoder": "^", "full": "D"}
+    marks = {"instant": "x", "embedding": "s", "usat": "o", "usat-decoder": "^", "full": "D"}
     for voice in voices:
         mine = [r for r in rows if r["voice"] == voice]
         for r in mine:
@@ -248,6 +257,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, nargs="+", default=[10, 30, 60, 300])
     parser.add_argument("--variants", nargs="+", default=list(ALL), choices=ALL)
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--instant-base", help="an instant base (tts train-instant) for the instant variant; "
+                        "scored on the voices it was not trained on")  # fmt: skip
     parser.add_argument("--language", default="en")
     parser.add_argument("--whisper", default="openai/whisper-base")
     parser.add_argument("--verifier", default="resemblyzer")

@@ -177,14 +177,14 @@ def make_tiny_vits_dir(path: Path, num_speakers: int = 3, seed: int = 0) -> Path
 CLONE_TEXTS = ["hello there", "a small cat", "it is raining", "i am hungry", "thank you", "good night"]
 
 
-def make_clone_references(folder: Path, n: int = 20, rate: int = 16_000) -> Path:
-    """``n`` synthetic 'utterances' of one voice (harmonics of one pitch) and a manifest."""
+def make_clone_references(folder: Path, n: int = 20, rate: int = 16_000, pitch: float = 180) -> Path:
+    """``n`` synthetic 'utterances' of one voice (harmonics of one ``pitch``) and a manifest."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(n):
         seconds = 1.2 + 0.05 * (i % 7)
         t = np.arange(int(seconds * rate)) / rate
-        f0 = 180 + 10 * np.sin(2 * np.pi * 0.7 * t + i)
+        f0 = pitch + 10 * np.sin(2 * np.pi * 0.7 * t + i)
         audio = sum(0.2 / k * np.sin(2 * np.pi * k * np.cumsum(f0) / rate) for k in (1, 2, 3))
         sf.write(folder / f"r{i:02d}.wav", audio.astype(np.float32), rate)
         rows.append({"audio_filepath": f"r{i:02d}.wav", "text": CLONE_TEXTS[i % len(CLONE_TEXTS)]})

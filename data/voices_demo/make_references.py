@@ -2,6 +2,7 @@
 
     apt-get install -y festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
     python data/voices_demo/make_references.py [--out DIR] [--sentences 110] [--held-out 10]
+    python data/voices_demo/make_references.py --espeak 40 --joe runs/joe-completed   # + instant training voices
 
 Debian's festival voices are built from recordings of real speakers (kal and ked: diphone
 concatenation of two American men; slt: an HTS model of the CMU ARCTIC female speaker). The
@@ -79,6 +80,57 @@ def build(out: Path, sentences: int, held_out: int) -> dict[str, Path]:
     return made
 
 
+# more training voices for `speechpeft tts train-instant` (SYNTHETIC: espeak-ng's formant voices are no one's)
+ESPEAK = {"esp-m3": "en-us+m3", "esp-m7": "en-us+m7", "esp-f2": "en-us+f2", "esp-f4": "en-us+f4"}
+
+
+def espeak(out: Path, sentences: int) -> dict[str, Path]:
+    """Voices of espeak-ng's variants reading the same kind of sentences (references only)."""
+    texts = english_sentences(sentences + 40, SEED + 1)[40:]
+    made = {}
+    for name, voice in ESPEAK.items():
+        folder = out / name
+        (folder / "audio").mkdir(parents=True, exist_ok=True)
+        rows = []
+        for i, text in enumerate(texts):
+            audio = folder / "audio" / f"{i:03d}.wav"
+            if not audio.is_file():
+                tmp = audio.with_suffix(".tmp.wav")
+                subprocess.run(["espeak-ng", "-v", voice, "-w", str(tmp), text], check=True, capture_output=True)
+                tmp.replace(audio)
+            rows.append({"audio_filepath": f"audio/{i:03d}.wav", "text": text,
+                         "duration": round(sf.info(audio).duration, 3)})  # fmt: skip
+        write(folder / "refs.jsonl", rows)
+        made[name] = folder
+        print(
+            f"{name}: {sum(r['duration'] for r in rows):.0f} s (espeak-ng {voice}; SYNTHETIC speech, no real speaker)"
+        )
+    return made
+
+
+def joe(out: Path, base: str, sentences: int) -> Path:
+    """The base voice itself (SYNTHETIC: joe's VITS reading), so instant training keeps it where it is."""
+    sys.path.insert(0, str(ROOT))
+    from speechpeft.models.vits_build import load_vits
+
+    host = load_vits(base)
+    folder = out / "joe"
+    (folder / "audio").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, text in enumerate(english_sentences(sentences + 40, SEED + 2)[40:]):
+        audio = folder / "audio" / f"{i:03d}.wav"
+        if not audio.is_file():
+            tmp = audio.with_suffix(".tmp.wav")
+            sf.write(tmp, host.synthesize(text, seed=i), host.sampling_rate, format="WAV")
+            tmp.replace(audio)
+        rows.append(
+            {"audio_filepath": f"audio/{i:03d}.wav", "text": text, "duration": round(sf.info(audio).duration, 3)}
+        )
+    write(folder / "refs.jsonl", rows)
+    print(f"joe: {sum(r['duration'] for r in rows):.0f} s (the base voice {base}; SYNTHETIC speech)")
+    return folder
+
+
 def librivox(folder: Path) -> Path:
     """The real LibriVox reader: three clips for references (about 15 s), two held out."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -99,8 +151,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--sentences", type=int, default=110, help="references per voice (about 300 s)")
     parser.add_argument("--held-out", type=int, default=10)
+    parser.add_argument("--espeak", type=int, default=0, metavar="N",
+                        help="also N sentences of each espeak-ng variant (instant training voices)")  # fmt: skip
+    parser.add_argument("--joe", metavar="BASE", help="also 40 sentences of the base voice itself")
     args = parser.parse_args()
     build(args.out, args.sentences, args.held_out)
+    if args.espeak:
+        espeak(args.out, args.espeak)
+    if args.joe:
+        joe(args.out, args.joe, 40)
 
 
 if __name__ == "__main__":

@@ -27,10 +27,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--variant",
         default="usat",
-        choices=["usat", "embedding", "usat-decoder", "full"],
-        help="usat: speaker vector + USAT adapters (default); embedding: the vector only; usat-decoder: usat plus "
-        "adapters in the decoder, trained by mel reconstruction (for a single-speaker base, whose decoder knows one "
-        "timbre); full: fine-tune the flow, duration predictor and text-encoder attention whole",
+        choices=["usat", "instant", "embedding", "usat-decoder", "full"],
+        help="usat: speaker vector + USAT adapters (default); instant: no training, the speaker input of an "
+        "instant base (tts train-instant) from the references' verifier embedding; embedding: the vector only; "
+        "usat-decoder: usat plus adapters in the decoder, trained by mel reconstruction (for a single-speaker base, "
+        "whose decoder knows one timbre); full: fine-tune the flow, duration predictor and text-encoder attention "
+        "whole",
     )
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
@@ -65,6 +67,24 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--overwrite", action="store_true")
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=run_complete_base)
+    i = tsub.add_parser(
+        "train-instant",
+        help="give a completed single-speaker voice a speaker input, trained on several voices, for clone --variant "
+        "instant (a new voice with no training step)",
+    )
+    i.add_argument("--base", required=True, help="a completed single-speaker VITS voice (tts complete-base)")
+    i.add_argument(
+        "--voice", action="append", required=True, metavar="NAME=MANIFEST",
+        help="a training voice: JSONL with audio_filepath and text (repeat; at least 2)",
+    )  # fmt: skip
+    i.add_argument("-o", "--output", required=True, help="folder for the instant base")
+    i.add_argument("--steps", type=int, default=400)
+    i.add_argument("--width", type=int, default=64, help="size of the speaker conditioning vector")
+    i.add_argument("--lr", type=float, default=1e-3)
+    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--overwrite", action="store_true")
+    i.add_argument("--no-progress", action="store_true")
+    i.set_defaults(func=run_train_instant)
 
 
 def run_clone(args: argparse.Namespace) -> int:
@@ -83,7 +103,9 @@ def run_clone(args: argparse.Namespace) -> int:
     if args.reference:
         files = _reference_files(args.reference)
         texts = {u.audio: (u.text, u.where) for u in listed}
-        if not listed:
+        if not listed and args.variant == "instant":  # no transcripts needed: only the voice is used
+            texts = {f.resolve(): ("", str(f)) for f in files}
+        elif not listed:
             texts = {f: (t, str(f)) for f, t in _whisper_texts(files, args.whisper, args.language).items()}
         refs = []
         for f in files:
@@ -99,9 +121,10 @@ def run_clone(args: argparse.Namespace) -> int:
     )
     report = clone(host, refs, opts)
     loss = report["held_out_loss"]
+    loss = f"held-out loss {loss['before']:.3f} -> {loss['after']:.3f}" if loss else "no training step"
     print(
         f"cloned {args.name!r} from {report['references']} references ({report['reference_seconds']:g} s) in "
-        f"{report['wall_seconds']:g} s: held-out loss {loss['before']:.3f} -> {loss['after']:.3f}; "
+        f"{report['wall_seconds']:g} s: {loss}; "
         f"{report['trainable_parameters']:,} parameters ({100 * report['fraction_of_base']:.2f} % of the base), "
         f"{report['bytes']:,} bytes in {out}"
     )
@@ -169,6 +192,37 @@ def run_complete_base(args: argparse.Namespace) -> int:
         f"{after['posterior_nll']:.3f}, z relative error {before['z_relative_error']:.3f} -> "
         f"{after['z_relative_error']:.3f}, duration NLL {before['duration_nll']:.3f} -> {after['duration_nll']:.3f}; "
         f"wrote {out}"
+    )
+    return 0
+
+
+def run_train_instant(args: argparse.Namespace) -> int:
+    from ..data.manifest import read_manifest
+    from ..errors import SpeechPeftError
+    from ..models.vits_build import load_vits
+    from ..train.clone import Reference
+    from ..train.instant import InstantOptions, train_instant
+
+    _one_process("tts train-instant")
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise SpeechPeftError(f"'{out}' exists; pass --overwrite to replace it")
+    voices = {}
+    for item in args.voice:
+        name, sep, manifest = item.partition("=")
+        if not sep or not name or not manifest:
+            raise SpeechPeftError(f"--voice {item!r}: expected NAME=MANIFEST")
+        if name in voices:
+            raise SpeechPeftError(f"--voice {name!r} is given twice")
+        voices[name] = [Reference(u.audio, u.text, u.where) for u in read_manifest(manifest, require_duration=False)]
+    opts = InstantOptions(output=out, steps=args.steps, lr=args.lr, width=args.width, seed=args.seed,
+                          progress=not args.no_progress)  # fmt: skip
+    report = train_instant(load_vits(args.base), voices, opts)
+    before, after = report["held_out"]["before"], report["held_out"]["after"]
+    print(
+        f"trained speaker conditioning on {len(voices)} voices in {report['wall_seconds']:g} s "
+        f"({report['trained_parameters']:,} parameters): held-out KL + duration {before['kl_duration']:.3f} -> "
+        f"{after['kl_duration']:.3f}, mel L1 {before['mel_l1']:.3f} -> {after['mel_l1']:.3f}; wrote {out}"
     )
     return 0
 

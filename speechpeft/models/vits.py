@@ -50,6 +50,8 @@ class VitsHost:
     model: nn.Module
     front: Any = None
     missing: list[str] = field(default_factory=list)
+    # an instant base's verifier embedding -> conditioning vector (models.vits_speaker), or None
+    projection: nn.Module | None = None
 
     @property
     def config(self) -> Any:
@@ -117,22 +119,26 @@ class VitsHost:
         return out, lengths
 
     def speaker_conditioning(self, speaker: torch.Tensor | int | None, batch: int) -> torch.Tensor | None:
-        """The global conditioning (B, emb, 1): a speaker-table id, a vector of the table's width, or None."""
+        """The global conditioning (B, emb, 1): a speaker-table id, a vector of the table's width (or one
+        per item, (B, emb)), or None (a single voice; on an instant base, the voice unconditioned)."""
         if self.config.speaker_embedding_size == 0:
             if speaker is not None:
                 raise SpeechPeftError("this VITS model is single-speaker; it takes no speaker")
             return None
         if speaker is None:
+            if self.config.num_speakers <= 1:  # a conditioned single voice (an instant base): the voice itself
+                return None
             raise SpeechPeftError("this VITS model is multi-speaker; give a speaker id or vector")
         if isinstance(speaker, int):
             if not 0 <= speaker < self.config.num_speakers:
                 raise SpeechPeftError(f"speaker id must be in 0..{self.config.num_speakers - 1}, got {speaker}")
             speaker = self.model.embed_speaker.weight[speaker]
+        width = self.config.speaker_embedding_size
+        if speaker.dim() == 2 and speaker.shape == (batch, width):  # one vector per item
+            return speaker.to(self.device).unsqueeze(-1)
         vec = speaker.reshape(-1).to(self.device)
-        if vec.numel() != self.config.speaker_embedding_size:
-            raise SpeechPeftError(
-                f"speaker vector has {vec.numel()} values; this model's are {self.config.speaker_embedding_size}"
-            )
+        if vec.numel() != width:
+            raise SpeechPeftError(f"speaker vector has {vec.numel()} values; this model's are {width}")
         return vec.view(1, -1, 1).expand(batch, -1, -1)
 
     def loss(

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..errors import SpeechPeftError
 from .vits import VitsHost
+from .vits_speaker import PROJECTION_FILE, SpeakerProjection
 from .vits_text import PHONEMES_FILE, load_front_end
 
 WEIGHTS = "model.safetensors"
@@ -100,4 +101,7 @@ def load_vits(name_or_path: str, device: str | torch.device | None = None) -> Vi
     model.to(torch.device(device) if device else torch.device("cpu")).eval()
     phonemes = _resolve(name_or_path, PHONEMES_FILE)
     front = load_front_end(phonemes.parent if phonemes else None, name_or_path)
-    return VitsHost(model, front, missing=missing)
+    projection = SpeakerProjection.load(weights.parent)
+    if projection is not None and projection.linear.out_features != config.speaker_embedding_size:
+        raise SpeechPeftError(f"{weights.parent / PROJECTION_FILE}: its width does not fit the voice's speaker input")
+    return VitsHost(model, front, missing=missing, projection=projection.to(model.device) if projection else None)

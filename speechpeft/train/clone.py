@@ -34,7 +34,7 @@ FINETUNED_FILE = "finetuned.safetensors"  # variant "full": the fine-tuned modul
 # variant "full" fine-tunes every module USAT adapts, whole: the flow, the duration predictor
 # and the text encoder's attention blocks
 FULL_MODULES = r"flow|duration_predictor|text_encoder\.encoder\.layers\.\d+\.attention"
-VARIANTS = ("embedding", "usat", "usat-decoder", "full")
+VARIANTS = ("instant", "embedding", "usat", "usat-decoder", "full")
 SEGMENT_FRAMES = 32  # VITS's decoder segment: 32 frames (8192 samples at hop 256)
 MEL_WEIGHT = 45.0  # VITS's c_mel
 REPORT_FILE = "clone.json"
@@ -59,6 +59,7 @@ class CloneOptions:
     batch_size: int = 8
     seed: int = 0
     progress: bool = True
+    # "instant" (an instant base's projection of the references' verifier embedding; no training),
     # "embedding" (speaker vector only), "usat" (+ adapters), "usat-decoder" (+ decoder adapters,
     # trained by mel reconstruction), "full" (the modules USAT adapts, fine-tuned whole)
     variant: str = "usat"
@@ -101,6 +102,8 @@ def clone(
     Raises:
         SpeechPeftError: too few references (2 at least), or bad audio or text (one line each).
     """
+    if opts.variant == "instant":
+        return _instant(host, refs, opts)
     if len(refs) < 2:
         raise SpeechPeftError(f"clone needs at least 2 references (one is held out), got {len(refs)}")
     if any(n.startswith("posterior_encoder.") for n in host.missing):
@@ -121,6 +124,8 @@ def clone(
     speaker = None
     if host.config.num_speakers > 1:  # a new row for the speaker table, from its mean
         speaker = torch.nn.Parameter(host.model.embed_speaker.weight.detach().mean(0).clone())
+    elif host.projection is not None:  # an instant base: start from the instant speaker
+        speaker = torch.nn.Parameter(_instant_vector(host, arrays))
     # the posterior encoder is frozen; without a speaker input its statistics are computed once
     stats = _posteriors(host, arrays) if speaker is None else None
     batches = {k: _batch(host, arrays, ids, mask, idx, stats) for k, idx in (("held", held), ("train", train))}
@@ -174,6 +179,60 @@ def clone(
             save_file(state, str(tmp / FINETUNED_FILE), metadata={"name": opts.name})
         vector = {"speaker_embedding": speaker.detach().cpu().contiguous()} if speaker is not None else {}
         save_file(vector, str(tmp / SPEAKER_FILE), metadata={"name": opts.name})
+        report["bytes"] = sum(f.stat().st_size for f in tmp.iterdir())
+        (tmp / REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+
+    atomic_dir(Path(opts.output), write)
+    return report
+
+
+@torch.no_grad()
+def _instant_vector(host: VitsHost, arrays: Sequence[np.ndarray]) -> torch.Tensor:
+    """The instant base's conditioning vector for the speaker of ``arrays``: projection of their verifier embedding."""
+    from ..eval.tts import resample
+    from ..models.speaker_encoder import load_speaker_encoder
+
+    encoder = load_speaker_encoder(host.projection.verifier)
+    rate = host.sampling_rate
+    embedding = encoder.embed_speaker([resample(a, rate, encoder.sampling_rate) for a in arrays])
+    return host.projection(embedding.to(host.device)).detach().clone()
+
+
+def _instant(host: VitsHost, refs: Sequence[Reference], opts: CloneOptions) -> dict[str, Any]:
+    """Variant "instant": a speaker with no training step, from an instant base's projection."""
+    if host.projection is None:
+        base = getattr(host.config, "_name_or_path", "") or "BASE"
+        raise SpeechPeftError(
+            f"{base}: variant 'instant' needs an instant base (speaker conditioning and a projection); "
+            f"train one: speechpeft tts train-instant --base {base} --voice NAME=MANIFEST ... -o INSTANT"
+        )
+    if not refs:
+        raise SpeechPeftError("clone needs at least 1 reference, got 0")
+    started = time.time()
+    arrays = load_references(refs, host.sampling_rate)
+    vector = _instant_vector(host, arrays)
+    report = {
+        "name": opts.name,
+        "base_model": getattr(host.config, "_name_or_path", None),
+        "references": len(refs),
+        "reference_seconds": round(sum(len(a) for a in arrays) / host.sampling_rate, 2),
+        "held_out": [],
+        "held_out_loss": None,
+        "steps": 0,
+        "trainable_parameters": 0,
+        "base_parameters": sum(p.numel() for p in host.model.parameters()),
+        "fraction_of_base": 0.0,
+        "variant": "instant",
+        "speaker_vector": True,
+        "verifier": host.projection.verifier,
+        "wall_seconds": 0.0,
+    }
+
+    def write(tmp: Path) -> None:
+        save_file(
+            {"speaker_embedding": vector.cpu().contiguous()}, str(tmp / SPEAKER_FILE), metadata={"name": opts.name}
+        )
+        report["wall_seconds"] = round(time.time() - started, 2)
         report["bytes"] = sum(f.stat().st_size for f in tmp.iterdir())
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
 
