@@ -48,6 +48,7 @@ REPORT = HERE / "clone_study.md"
 CONFIGS: dict[str, tuple[str, dict]] = {
     "usat": ("the default: USAT flow + phoneme adapters, KL + duration", {"variant": "usat"}),
     "usat-decoder": ("+ decoder adapters by mel L1", {"variant": "usat-decoder"}),
+    "usat-posterior": ("+ posterior-encoder adapters, same mel L1", {"variant": "usat-posterior"}),
 }
 MODES = {"ns=0.667": {}, "ns=0.333": {"noise_scale": 0.333}, "ns=0": {"noise_scale": 0.0}, "base-durations": {}}
 

@@ -27,6 +27,10 @@ _PHONEME = r"text_encoder\.encoder\.layers\.\d+\.attention\.out_proj"
 # decoder-side adapters (the opt-in "usat-decoder" clone variant): HiFi-GAN's input conv and
 # every residual-block conv, trained by mel reconstruction; the single-speaker decoder knows one timbre
 _DECODER = r"decoder\.(conv_pre|resblocks\.\d+\.convs[12]\.\d+)"
+# posterior-side adapters (the opt-in "usat-posterior" variant): a posterior encoder completed on
+# the base voice alone maps other voices to z's its decoder does not render intelligibly; these let
+# the mel reconstruction move the target's z to ones it does
+_POSTERIOR = r"posterior_encoder\.(conv_pre|conv_proj|wavenet\.res_skip_layers\.\d+)"
 PRESETS = {
     # USAT's flow adapter: every coupling layer of the flow, and the duration predictor's input
     "usat_flow": _FLOW,
@@ -35,6 +39,7 @@ PRESETS = {
     "usat": f"{_FLOW}|{_PHONEME}",
     "usat_decoder": _DECODER,
     "usat_with_decoder": f"{_FLOW}|{_PHONEME}|{_DECODER}",
+    "usat_with_posterior": f"{_FLOW}|{_PHONEME}|{_DECODER}|{_POSTERIOR}",
 }
 register_presets("vits", PRESETS)
 

@@ -34,7 +34,9 @@ FINETUNED_FILE = "finetuned.safetensors"  # variant "full": the fine-tuned modul
 # variant "full" fine-tunes every module USAT adapts, whole: the flow, the duration predictor
 # and the text encoder's attention blocks
 FULL_MODULES = r"flow|duration_predictor|text_encoder\.encoder\.layers\.\d+\.attention"
-VARIANTS = ("instant", "embedding", "usat", "usat-decoder", "full")
+VARIANTS = ("instant", "embedding", "usat", "usat-decoder", "usat-posterior", "full")
+RECONSTRUCTING = ("usat-decoder", "usat-posterior")  # variants trained with the decoder's mel L1 as well
+ADAPTED = {"usat": "usat", "usat-decoder": "usat_with_decoder", "usat-posterior": "usat_with_posterior"}
 SEGMENT_FRAMES = 32  # VITS's decoder segment: 32 frames (8192 samples at hop 256)
 MEL_WEIGHT = 45.0  # VITS's c_mel
 REPORT_FILE = "clone.json"
@@ -61,7 +63,8 @@ class CloneOptions:
     progress: bool = True
     # "instant" (an instant base's projection of the references' verifier embedding; no training),
     # "embedding" (speaker vector only), "usat" (+ adapters), "usat-decoder" (+ decoder adapters,
-    # trained by mel reconstruction), "full" (the modules USAT adapts, fine-tuned whole)
+    # trained by mel reconstruction), "usat-posterior" (+ posterior-encoder adapters, trained by the
+    # same reconstruction), "full" (the modules USAT adapts, fine-tuned whole)
     variant: str = "usat"
 
     def __post_init__(self):
@@ -127,13 +130,14 @@ def clone(
     elif host.projection is not None:  # an instant base: start from the instant speaker
         speaker = torch.nn.Parameter(_instant_vector(host, arrays))
     # the posterior encoder is frozen; without a speaker input its statistics are computed once
-    stats = _posteriors(host, arrays) if speaker is None else None
+    fixed = speaker is None and opts.variant != "usat-posterior"
+    stats = _posteriors(host, arrays) if fixed else None
     batches = {k: _batch(host, arrays, ids, mask, idx, stats) for k, idx in (("held", held), ("train", train))}
     before = _held_out_loss(host, batches["held"], speaker, opts.seed)
     base = sum(p.numel() for p in host.model.parameters())
     params = _trainable(host, opts, speaker)
     optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=0.0)
-    mel = LogMel(host.sampling_rate).to(host.device) if opts.variant == "usat-decoder" else None
+    mel = LogMel(host.sampling_rate).to(host.device) if opts.variant in RECONSTRUCTING else None
     host.model.train()
     rng = random.Random(opts.seed)
     bar = tqdm(range(opts.steps), desc=f"clone {opts.name}", unit="step", disable=not opts.progress)
@@ -171,7 +175,7 @@ def clone(
     }
 
     def write(tmp: Path) -> None:
-        if opts.variant in ("usat", "usat-decoder"):
+        if opts.variant in ADAPTED:
             save_adapter(host.model, tmp, extra={"speaker_name": opts.name})
         elif opts.variant == "full":
             names = {id(p) for p in params}
@@ -269,9 +273,8 @@ def _trainable(host: VitsHost, opts: CloneOptions, speaker: torch.nn.Parameter |
         if speaker is None:
             raise SpeechPeftError("variant 'embedding' needs a multi-speaker base (one with a speaker table)")
         return vector
-    if opts.variant in ("usat", "usat-decoder"):
-        targets = "usat" if opts.variant == "usat" else "usat_with_decoder"
-        host.inject(USATConfig(bottleneck=opts.bottleneck, targets=targets))
+    if opts.variant in ADAPTED:
+        host.inject(USATConfig(bottleneck=opts.bottleneck, targets=ADAPTED[opts.variant]))
         return adapter_parameters(host.model) + vector
     modules = [m for n, m in host.model.named_modules() if re.fullmatch(FULL_MODULES, n)]
     params = [p for m in modules for p in m.parameters()]

@@ -145,13 +145,17 @@ def test_usat_decoder_trains_decoder_adapters_by_mel_and_synthesize_uses_them(tm
     base = make_tiny_vits_dir(tmp_path / "base", num_speakers=1)
     args = ["clone", "--base", str(base), "--manifest", str(refs), "--name", "k", "--no-progress"]
     outs = {}
-    for variant in ("usat", "usat-decoder"):
+    for variant in ("usat", "usat-decoder", "usat-posterior"):
         outs[variant] = tmp_path / variant
         assert main([*args, "-o", str(outs[variant]), "--steps", "4", "--variant", variant]) == 0
     tensors = load_file(str(outs["usat-decoder"] / "adapter_model.safetensors"))
     decoder = [k for k in tensors if k.startswith("decoder.") and k.endswith(".up.weight")]
     assert decoder and any(tensors[k].abs().sum() > 0 for k in decoder)  # trained away from the zero init
+    assert not any(k.startswith("posterior_encoder.") for k in tensors)
     assert not any(k.startswith("decoder.") for k in load_file(str(outs["usat"] / "adapter_model.safetensors")))
+    tensors = load_file(str(outs["usat-posterior"] / "adapter_model.safetensors"))
+    posterior = [k for k in tensors if k.startswith("posterior_encoder.") and k.endswith(".up.weight")]
+    assert posterior and all(tensors[k].abs().sum() > 0 for k in posterior)  # the reconstruction reaches them
     waves = []
     for variant, out in outs.items():
         wav = tmp_path / f"{variant}.wav"
