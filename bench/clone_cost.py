@@ -22,7 +22,8 @@ Two reference rows per voice frame the figures:
 - real vs real: the verifier's cosine of the voice's own reference recordings to its held-out
   audio, the ceiling;
 - resynthesis: the base's decoder given the posterior encoder's z of the held-out audio itself:
-  how much of the target the base's decoder reproduces through its posterior. It is not an upper
+  how much of the target the base's decoder reproduces through its posterior, and its WER: whether
+  the z's that the prior-side variants learn to reproduce are intelligible at all. It is not an upper
   bound for the prior-side adapters: a posterior completed on the base voice alone does not
   invert other voices well, and adapters can find z's it does not.
 
@@ -74,8 +75,8 @@ def similarity_row(encoder, waves, rate, held_audio) -> dict:
     return {"similarity": sim["cosine"], "similarity_ci": ci, "verifier": sim["verifier"]}
 
 
-def frame_rows(voice, encoder, base, refs, held, held_audio) -> list[dict]:
-    """real-vs-real (the ceiling) and resynthesis through the base decoder (the prior side's reach)."""
+def frame_rows(voice, encoder, whisper, base, refs, held, held_audio, language) -> list[dict]:
+    """real-vs-real (the ceiling) and resynthesis through the base decoder (the prior side's target), with its WER."""
     real = [load_audio(u.audio, encoder.sampling_rate) for u in refs[:10]]
     host = load_vits(base)
     waves = []
@@ -85,8 +86,9 @@ def frame_rows(voice, encoder, base, refs, held, held_audio) -> list[dict]:
         waves.append(host.model.decoder(mean, None)[0, 0].detach().numpy())
     return [
         {"voice": voice, "variant": "real vs real", **similarity_row(encoder, real, encoder.sampling_rate, held_audio)},
-        {"voice": voice, "variant": "resynthesis", **similarity_row(encoder, waves, host.sampling_rate, held_audio)},
-    ]
+        {"voice": voice, "variant": "resynthesis", **similarity_row(encoder, waves, host.sampling_rate, held_audio),
+         "wer": intelligibility(whisper, waves, host.sampling_rate, [u.text for u in held], language)["rate"]},
+    ]  # fmt: skip
 
 
 def one(voice, variant, seconds, args, refs, held, held_audio, encoder, whisper, tmp) -> dict:
@@ -134,8 +136,8 @@ def run(args: argparse.Namespace) -> list[dict]:
         held = read_manifest(held_path, require_duration=False)
         held_audio = [load_audio(u.audio, encoder.sampling_rate) for u in held]
         data[voice] = (refs, held, held_audio)
-        if (voice, "real vs real", 0, None) not in cache:
-            for r in frame_rows(voice, encoder, args.base, refs, held, held_audio):
+        if "wer" not in cache.get((voice, "resynthesis", 0, None), {}):  # rows of before it had a WER are remade
+            for r in frame_rows(voice, encoder, whisper, args.base, refs, held, held_audio, args.language):
                 cache[(voice, r["variant"], 0, None)] = r
                 _append(args.cache, r)
         total = sum(u.duration or audio_duration(u.audio, u.where) for u in refs)
@@ -199,7 +201,8 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
             continue
         if r["variant"] in ("real vs real", "resynthesis"):
             what = "ceiling" if r["variant"] == "real vs real" else "base decoder on the target's own z"
-            lines.append(f"| {r['voice']} | *{r['variant']}* ({what}) | – | {_ci(r)} | – | – | – | – |")
+            wer = f"{r['wer']:.3f}" if "wer" in r else "–"
+            lines.append(f"| {r['voice']} | *{r['variant']}* ({what}) | – | {_ci(r)} | {wer} | – | – | – |")
             continue
         lines.append(
             f"| {r['voice']} | {r['variant']} | {r['reference_seconds']:g} | {_ci(r)} | {r['wer']:.3f} | "

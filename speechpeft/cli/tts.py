@@ -32,7 +32,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "instant base (tts train-instant) from the references' verifier embedding; embedding: the vector only; "
         "usat-decoder: usat plus adapters in the decoder, trained by mel reconstruction (for a single-speaker base, "
         "whose decoder knows one timbre); usat-posterior: usat-decoder plus posterior-encoder adapters, so that the "
-        "target's latents become ones the decoder renders (a base completed on its own voice only); full: fine-tune the flow, duration predictor and text-encoder attention "
+        "target's latents become ones the decoder renders (a base completed on its own voice only); "
+        "full: fine-tune the flow, duration predictor and text-encoder attention "
         "whole",
     )
     p.add_argument("--overwrite", action="store_true")

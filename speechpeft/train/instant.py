@@ -92,7 +92,7 @@ def train_instant(
         rng.shuffle(order)
         k = max(1, len(refs) // 10)
         data[name] = _Voice(arrays, ids, mask, _posteriors(cond, arrays), emb.to(cond.device), order[k:], order[:k])
-    projection = SpeakerProjection(encoder.name, next(iter(data.values())).embeddings.shape[1], opts.width)
+    projection = SpeakerProjection(opts.verifier, next(iter(data.values())).embeddings.shape[1], opts.width)
     projection.to(cond.device)
     cond.model.requires_grad_(False)
     layers = {n: m for n, m in conditioning_layers(cond.model).items() if n.startswith(TRAINED_CONDITIONING)}

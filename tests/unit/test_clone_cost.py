@@ -30,6 +30,7 @@ def test_cost_script_writes_a_row_per_variant_and_budget_and_a_plot(tmp_path, ti
     rows = [line for line in text.splitlines() if line.startswith("| target")]
     variants = [r.split(" | ")[1] for r in rows]
     assert variants[:2] == ["*real vs real* (ceiling)", "*resynthesis* (base decoder on the target's own z)"]
+    assert 0 <= float(rows[1].split(" | ")[4]) and rows[0].split(" | ")[4] == "–"  # resynthesis has a WER
     assert variants[2:] == ["unadapted"] + ["embedding"] * 2 + ["usat"] * 2 + ["full"] * 2
     assert "SYNTHETIC, tiny" in text and "resemblyzer GE2E" in text and report.with_suffix(".png").stat().st_size > 0
     bytes_ = {r.split(" | ")[1]: int(r.split(" | ")[6].replace(",", "")) for r in rows[3::2]}  # the 3 s budgets
