@@ -25,6 +25,7 @@ from torch import nn
 from ..errors import SpeechPeftError
 
 PROJECTION_FILE = "speaker_projection.safetensors"
+INSTANT_REPORT = "instant.json"  # what tts train-instant trained on (voices, steps, verifier)
 # conditioning layers that instant training moves (the posterior's stays zero)
 TRAINED_CONDITIONING = ("flow.", "duration_predictor.", "decoder.")
 
@@ -111,5 +112,5 @@ def add_conditioning(model: nn.Module, width: int) -> nn.Module:
 
 def describe(folder: Path) -> dict:
     """instant.json of an instant base, or {}."""
-    path = folder / "instant.json"
+    path = folder / INSTANT_REPORT
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}

@@ -28,11 +28,10 @@ from ..eval.tts import resample
 from ..fs import atomic_dir
 from ..models.speaker_encoder import load_speaker_encoder
 from ..models.vits import VitsHost
+from ..models.vits_speaker import INSTANT_REPORT as REPORT_FILE
 from ..models.vits_speaker import TRAINED_CONDITIONING, SpeakerProjection, add_conditioning, conditioning_layers
 from .clone import MEL_WEIGHT, Reference, _batch, _posteriors, _seed, _segment_mel_loss, load_references
 from .mel import LogMel
-
-REPORT_FILE = "instant.json"
 
 
 @dataclass(frozen=True)
