@@ -65,6 +65,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--held-out", type=int, default=12, help="more sentences, only for the before/after report")
     c.add_argument("--steps", type=int, default=2000)
     c.add_argument("--batch-size", type=int, default=8)
+    c.add_argument(
+        "--augment", type=int, default=0, metavar="N",
+        help="N resampled copies of each teacher sentence (pitch and formants moved together), so the posterior "
+        "reads other voices' speech as latents this voice can render; start --base from a completed voice to refine it",
+    )  # fmt: skip
+    c.add_argument("--shift", type=float, default=0.25, help="resampling factors within [1/(1+SHIFT), 1+SHIFT]")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--overwrite", action="store_true")
     c.add_argument("--no-progress", action="store_true")
@@ -164,6 +170,11 @@ def run_synthesize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resampled_note(before: dict, after: dict) -> str:
+    key = "z_relative_error_resampled"
+    return f" (resampled copies {before[key]:.3f} -> {after[key]:.3f})" if key in after else ""
+
+
 def run_complete_base(args: argparse.Namespace) -> int:
     from ..data.english_sentences import english_sentences
     from ..errors import SpeechPeftError
@@ -176,7 +187,8 @@ def run_complete_base(args: argparse.Namespace) -> int:
         raise SpeechPeftError(f"'{out}' exists; pass --overwrite to replace it")
     opts = CompleteOptions(
         output=out, sentences=args.sentences, held_out=args.held_out, steps=args.steps,
-        batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress,
+        batch_size=args.batch_size, augment=args.augment, shift=args.shift, seed=args.seed,
+        progress=not args.no_progress,
     )  # fmt: skip
     host = load_vits(args.base)
     if args.texts:
@@ -192,8 +204,8 @@ def run_complete_base(args: argparse.Namespace) -> int:
         f"({report['trained_parameters']:,} parameters trained on "
         f"{report['teacher_seconds']:g} s of its own speech): held-out posterior NLL {before['posterior_nll']:.3f} -> "
         f"{after['posterior_nll']:.3f}, z relative error {before['z_relative_error']:.3f} -> "
-        f"{after['z_relative_error']:.3f}, duration NLL {before['duration_nll']:.3f} -> {after['duration_nll']:.3f}; "
-        f"wrote {out}"
+        f"{after['z_relative_error']:.3f}{_resampled_note(before, after)}, duration NLL "
+        f"{before['duration_nll']:.3f} -> {after['duration_nll']:.3f}; wrote {out}"
     )
     return 0
 

@@ -173,6 +173,32 @@ def test_complete_base_fits_the_posterior_and_leaves_inference_untouched(tmp_pat
     np.testing.assert_array_equal(done.synthesize("Where is the cat?", seed=5), before)
 
 
+def test_complete_base_resampled_copies_teach_the_posterior_other_pitches(tmp_path, capsys):
+    need_espeak()
+    path, _ = piper_like_voice(tmp_path / "v")
+    texts = tmp_path / "texts.txt"
+    lines = ["Hello there.", "A small cat sat down.", "It is raining today.", "Thank you so much."]
+    texts.write_text("\n".join([*lines, "Good night, see you soon.", "Where are my shoes?"]) + "\n")
+    out, plain = tmp_path / "done", tmp_path / "plain"
+    common = ["tts", "complete-base", "--base", str(path), "--texts", str(texts), "--no-progress"]
+    common += ["--sentences", "4", "--held-out", "2", "--steps", "60"]
+    args = [*common, "-o", str(out)]
+    torch.manual_seed(0)  # the missing posterior starts from the same random weights in both
+    assert main([*common, "-o", str(plain)]) == 0
+    torch.manual_seed(0)
+    assert main([*args, "--augment", "2"]) == 0
+    report = json.loads((out / "complete_base.json").read_text())
+    held, without = report["held_out"], json.loads((plain / "complete_base.json").read_text())["held_out"]
+    assert report["resampled_copies"] == 2 and report["resampling_shift"] == 0.25
+    assert held["before"]["z_relative_error_resampled"] == without["before"]["z_relative_error_resampled"]
+    # the same steps without the copies leave the posterior worse at reading other pitches
+    assert held["after"]["z_relative_error_resampled"] < without["after"]["z_relative_error_resampled"]
+    assert "resampled copies" in capsys.readouterr().out
+    code = main([*args, "--overwrite", "--shift", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "shift must be in (0, 1], got 0.0" in err and "Traceback" not in err
+
+
 def test_complete_base_needs_enough_texts_and_writes_nothing(tmp_path, capsys):
     need_espeak()
     path, _ = piper_like_voice(tmp_path / "v")
