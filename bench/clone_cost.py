@@ -129,7 +129,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     if args.cache.is_file():
         for line in args.cache.read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
-            cache[(row["voice"], row["variant"], row.get("budget_seconds", 0), row.get("steps"))] = row
+            if row.get("base", "runs/joe-completed") == args.base:  # rows of other bases are not this table's
+                cache[(row["voice"], row["variant"], row.get("budget_seconds", 0), row.get("steps"))] = row
     data, jobs = {}, []
     for voice, (refs_path, held_path) in args.voices:
         refs = read_manifest(refs_path, require_duration=False)
@@ -138,6 +139,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         data[voice] = (refs, held, held_audio)
         if "wer" not in cache.get((voice, "resynthesis", 0, None), {}):  # rows of before it had a WER are remade
             for r in frame_rows(voice, encoder, whisper, args.base, refs, held, held_audio, args.language):
+                r["base"] = args.base
                 cache[(voice, r["variant"], 0, None)] = r
                 _append(args.cache, r)
         total = sum(u.duration or audio_duration(u.audio, u.where) for u in refs)
@@ -154,7 +156,7 @@ def run(args: argparse.Namespace) -> list[dict]:
             if key not in cache and not args.render_only:
                 started = time.time()
                 r = one(voice, variant, seconds, args, *data[voice], encoder, whisper, tmp)
-                r["steps"] = key[3]
+                r["steps"], r["base"] = key[3], args.base
                 r["bench_seconds"] = round(time.time() - started, 1)
                 cache[key] = r
                 _append(args.cache, r)

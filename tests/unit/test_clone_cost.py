@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import shutil
 import sys
 
 import pytest
@@ -38,6 +39,10 @@ def test_cost_script_writes_a_row_per_variant_and_budget_and_a_plot(tmp_path, ti
     cached = report.with_suffix(".jsonl").read_text().splitlines()
     clone_cost.main(argv)  # a rerun resumes from the cache: no row is computed twice
     assert report.with_suffix(".jsonl").read_text().splitlines() == cached and report.read_text() == text
+    other = shutil.copytree(base, tmp_path / "other")  # another base: none of the cached clones is its
+    clone_cost.main([*argv[:1], str(other), *argv[2:], "--render-only"])
+    rows = [line for line in report.read_text().splitlines() if line.startswith("| target")]
+    assert len(rows) == 9 and all(" | not run | " in r for r in rows[2:])
 
 
 def test_full_variant_saves_modules_and_synthesize_loads_them(tmp_path):
