@@ -49,7 +49,6 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "usat": ("the default: USAT flow + phoneme adapters, KL + duration", {"variant": "usat"}),
     "usat-decoder": ("+ decoder adapters by mel L1", {"variant": "usat-decoder"}),
     "usat-posterior": ("+ posterior-encoder adapters, same mel L1", {"variant": "usat-posterior"}),
-    "usat-synth": ("usat-decoder's adapters, mel L1 through the synthesis path, no KL", {"variant": "usat-synth"}),
 }
 MODES = {"ns=0.667": {}, "ns=0.333": {"noise_scale": 0.333}, "ns=0": {"noise_scale": 0.0}, "base-durations": {}}
 

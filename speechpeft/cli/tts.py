@@ -27,14 +27,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--variant",
         default="usat",
-        choices=["usat", "instant", "embedding", "usat-decoder", "usat-posterior", "usat-synth", "full"],
+        choices=["usat", "instant", "embedding", "usat-decoder", "usat-posterior", "full"],
         help="usat: speaker vector + USAT adapters (default); instant: no training, the speaker input of an "
         "instant base (tts train-instant) from the references' verifier embedding; embedding: the vector only; "
         "usat-decoder: usat plus adapters in the decoder, trained by mel reconstruction (for a single-speaker base, "
         "whose decoder knows one timbre); usat-posterior: usat-decoder plus posterior-encoder adapters, so that the "
-        "target's latents become ones the decoder renders (a base completed on its own voice only); usat-synth: the "
-        "usat-decoder adapters trained by mel reconstruction through the synthesis path itself, not the posterior's "
-        "latents; full: fine-tune the flow, duration predictor and text-encoder attention "
+        "target's latents become ones the decoder renders (a base completed on its own voice only); "
+        "full: fine-tune the flow, duration predictor and text-encoder attention "
         "whole",
     )
     p.add_argument("--overwrite", action="store_true")

@@ -155,7 +155,6 @@ class VitsHost:
         speaker: torch.Tensor | int | None = None,
         posterior: tuple[torch.Tensor, torch.Tensor] | None = None,
         keep_z: bool = False,
-        prior_noise: float | None = None,
     ) -> dict[str, torch.Tensor]:
         """KL + duration loss of a batch: ``{"kl", "duration", "loss"}`` (loss = kl + duration).
 
@@ -163,10 +162,7 @@ class VitsHost:
         frames) and ``frames`` (B,) from ``spectrogram``. Every item needs at least as many frames
         as tokens. ``posterior`` (mean, log std), each (B, C, F), replaces the posterior encoder
         where it is frozen and takes no speaker (then ``spectrogram`` may be None). ``keep_z`` adds
-        ``"z"``, the posterior sample the flow received (B, C, F). ``prior_noise`` (a noise scale)
-        adds ``"prior_z"`` (B, C, F): what inference would give the decoder for this text along the
-        alignment found, i.e. the prior sampled at that scale and sent back through the flow, with
-        its graph (a loss on it trains the synthesis path itself).
+        ``"z"``, the posterior sample the flow received (B, C, F).
         """
         m = self.model
         b = input_ids.shape[0]
@@ -208,11 +204,7 @@ class VitsHost:
         logs_p_frames = torch.matmul(logs_p, attn)  # (B, C, F)
         kl = logs_p_frames - logs_q - 0.5 + 0.5 * (z_p - m_p_frames) ** 2 * torch.exp(-2 * logs_p_frames)
         kl = torch.sum(kl * y_mask) / y_mask.sum()
-        out = {"kl": kl, "duration": duration, "loss": kl + duration, **({"z": z} if keep_z else {})}
-        if prior_noise is not None:
-            sample = m_p_frames + torch.randn_like(m_p_frames) * torch.exp(logs_p_frames) * prior_noise
-            out["prior_z"] = m.flow(sample * y_mask, y_mask, g, reverse=True) * y_mask
-        return out
+        return {"kl": kl, "duration": duration, "loss": kl + duration, **({"z": z} if keep_z else {})}
 
     @torch.no_grad()
     def posterior(self, spectrogram: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

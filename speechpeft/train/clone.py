@@ -34,14 +34,9 @@ FINETUNED_FILE = "finetuned.safetensors"  # variant "full": the fine-tuned modul
 # variant "full" fine-tunes every module USAT adapts, whole: the flow, the duration predictor
 # and the text encoder's attention blocks
 FULL_MODULES = r"flow|duration_predictor|text_encoder\.encoder\.layers\.\d+\.attention"
-VARIANTS = ("instant", "embedding", "usat", "usat-decoder", "usat-posterior", "usat-synth", "full")
-RECONSTRUCTING = ("usat-decoder", "usat-posterior", "usat-synth")  # variants trained with the decoder's mel L1
-# usat-synth reconstructs from the synthesis path (the prior along the alignment, back through the
-# flow), not from the posterior's z, and its flow and phoneme adapters learn from that alone: the
-# posterior of a single-voice base reads other voices as latents its decoder renders unintelligibly
-SYNTH_PATH = ("usat-synth",)
-ADAPTED = {"usat": "usat", "usat-decoder": "usat_with_decoder", "usat-posterior": "usat_with_posterior",
-           "usat-synth": "usat_with_decoder"}  # fmt: skip
+VARIANTS = ("instant", "embedding", "usat", "usat-decoder", "usat-posterior", "full")
+RECONSTRUCTING = ("usat-decoder", "usat-posterior")  # variants trained with the decoder's mel L1 as well
+ADAPTED = {"usat": "usat", "usat-decoder": "usat_with_decoder", "usat-posterior": "usat_with_posterior"}
 SEGMENT_FRAMES = 32  # VITS's decoder segment: 32 frames (8192 samples at hop 256)
 MEL_WEIGHT = 45.0  # VITS's c_mel
 REPORT_FILE = "clone.json"
@@ -69,8 +64,7 @@ class CloneOptions:
     # "instant" (an instant base's projection of the references' verifier embedding; no training),
     # "embedding" (speaker vector only), "usat" (+ adapters), "usat-decoder" (+ decoder adapters,
     # trained by mel reconstruction), "usat-posterior" (+ posterior-encoder adapters, trained by the
-    # same reconstruction), "usat-synth" (the usat-decoder adapters, trained by mel reconstruction
-    # through the synthesis path, with the duration loss), "full" (the modules USAT adapts, fine-tuned whole)
+    # same reconstruction), "full" (the modules USAT adapts, fine-tuned whole)
     variant: str = "usat"
 
     def __post_init__(self):
@@ -150,13 +144,10 @@ def clone(
     for step in bar:
         pick = [train[i] for i in rng.sample(range(len(train)), min(opts.batch_size, len(train)))]
         b = _batch(host, arrays, ids, mask, pick, stats)
-        synth = opts.variant in SYNTH_PATH
-        noise = host.config.noise_scale if synth else None
-        out = host.loss(*b[:4], speaker, posterior=b[4], keep_z=mel is not None, prior_noise=noise)
-        loss = out["duration"] if synth else out["loss"]
+        out = host.loss(*b[:4], speaker, posterior=b[4], keep_z=mel is not None)
+        loss = out["loss"]
         if mel is not None:
-            z = out["prior_z"] if synth else out["z"]
-            recon = _segment_mel_loss(host, mel, z, [arrays[i] for i in pick], speaker, rng)
+            recon = _segment_mel_loss(host, mel, out["z"], [arrays[i] for i in pick], speaker, rng)
             loss = loss + MEL_WEIGHT * recon
             bar.set_postfix(kl_dur=f"{out['loss'].item():.3f}", mel=f"{recon.item():.3f}")
         optimizer.zero_grad(set_to_none=True)
@@ -317,8 +308,7 @@ def _batch(host, arrays, ids, mask, idx, stats=None):
 
 
 def _segment_mel_loss(host, mel, z, audio, speaker, rng) -> torch.Tensor:
-    """Mel L1 of the decoder on a random SEGMENT_FRAMES slice of each item's z (the posterior's, or the
-    synthesis path's along the alignment) vs the real audio there."""
+    """Mel L1 of the decoder on a random SEGMENT_FRAMES slice of each item's posterior z vs the real audio there."""
     hop, seg = host.hop_length, SEGMENT_FRAMES
     zs, real = [], []
     for k, a in enumerate(audio):

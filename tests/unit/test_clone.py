@@ -145,7 +145,7 @@ def test_usat_decoder_trains_decoder_adapters_by_mel_and_synthesize_uses_them(tm
     base = make_tiny_vits_dir(tmp_path / "base", num_speakers=1)
     args = ["clone", "--base", str(base), "--manifest", str(refs), "--name", "k", "--no-progress"]
     outs = {}
-    for variant in ("usat", "usat-decoder", "usat-posterior", "usat-synth"):
+    for variant in ("usat", "usat-decoder", "usat-posterior"):
         outs[variant] = tmp_path / variant
         assert main([*args, "-o", str(outs[variant]), "--steps", "4", "--variant", variant]) == 0
     tensors = load_file(str(outs["usat-decoder"] / "adapter_model.safetensors"))
@@ -156,10 +156,6 @@ def test_usat_decoder_trains_decoder_adapters_by_mel_and_synthesize_uses_them(tm
     tensors = load_file(str(outs["usat-posterior"] / "adapter_model.safetensors"))
     posterior = [k for k in tensors if k.startswith("posterior_encoder.") and k.endswith(".up.weight")]
     assert posterior and all(tensors[k].abs().sum() > 0 for k in posterior)  # the reconstruction reaches them
-    tensors = load_file(str(outs["usat-synth"] / "adapter_model.safetensors"))
-    flow = [k for k in tensors if k.startswith("flow.") and k.endswith(".up.weight")]
-    # no KL in usat-synth: the flow adapters learn only if the mel loss runs back through the reverse flow
-    assert flow and all(tensors[k].abs().sum() > 0 for k in flow)
     waves = []
     for variant, out in outs.items():
         wav = tmp_path / f"{variant}.wav"
