@@ -145,6 +145,11 @@ def render() -> None:
         "held.jsonl (bench/clone_cost.md's test) is not read. WER by openai/whisper-base, similarity by "
         "resemblyzer against the dev audio. Festival voices: real speakers, SYNTHETIC speech.",
         "",
+        "Configurations no longer in the code: **usat-synth** (2026-12-03, commit 5b7aec6, reverted): the "
+        "usat-decoder adapters trained by mel L1 through the synthesis path (the prior along the MAS alignment, "
+        "back through the flow) with the duration loss and no KL. It was removed because it made kal "
+        "unintelligible (dev WER 1.0; 0.69 with the base durations).",
+        "",
         "| voice | configuration | synthesis | steps | dev similarity | dev WER | held-out loss before → after |",
         "|---|---|---|---|---|---|---|",
     ]
