@@ -157,22 +157,11 @@ def clone(
             on_step(step + 1, opts.steps, float(loss.item()))
     host.model.eval()
     after = _held_out_loss(host, batches["held"], speaker, opts.seed)
-    added = sum(p.numel() for p in params)
-    report = {
-        "name": opts.name,
-        "base_model": getattr(host.config, "_name_or_path", None),
-        "references": len(refs),
-        "reference_seconds": round(sum(len(a) for a in arrays) / host.sampling_rate, 2),
-        "held_out": [refs[i].where for i in held],
-        "held_out_loss": {"before": before, "after": after},
-        "steps": opts.steps,
-        "trainable_parameters": added,
-        "base_parameters": base,
-        "fraction_of_base": round(added / base, 5),
-        "variant": opts.variant,
-        "speaker_vector": speaker is not None,
-        "wall_seconds": round(time.time() - started, 1),
-    }
+    report = _report(host, opts, refs, arrays, [refs[i].where for i in held], {"before": before, "after": after},
+                     opts.steps, sum(p.numel() for p in params), speaker is not None)  # fmt: skip
+    report["base_parameters"] = base  # counted before the adapters were added
+    report["fraction_of_base"] = round(report["trainable_parameters"] / base, 5)
+    report["wall_seconds"] = round(time.time() - started, 1)
 
     def write(tmp: Path) -> None:
         if opts.variant in ADAPTED:
@@ -215,22 +204,8 @@ def _instant(host: VitsHost, refs: Sequence[Reference], opts: CloneOptions) -> d
     started = time.time()
     arrays = load_references(refs, host.sampling_rate)
     vector = _instant_vector(host, arrays)
-    report = {
-        "name": opts.name,
-        "base_model": getattr(host.config, "_name_or_path", None),
-        "references": len(refs),
-        "reference_seconds": round(sum(len(a) for a in arrays) / host.sampling_rate, 2),
-        "held_out": [],
-        "held_out_loss": None,
-        "steps": 0,
-        "trainable_parameters": 0,
-        "base_parameters": sum(p.numel() for p in host.model.parameters()),
-        "fraction_of_base": 0.0,
-        "variant": "instant",
-        "speaker_vector": True,
-        "verifier": host.projection.verifier,
-        "wall_seconds": 0.0,
-    }
+    report = _report(host, opts, refs, arrays, [], None, 0, 0, True)
+    report["verifier"] = host.projection.verifier
 
     def write(tmp: Path) -> None:
         save_file(
@@ -242,6 +217,26 @@ def _instant(host: VitsHost, refs: Sequence[Reference], opts: CloneOptions) -> d
 
     atomic_dir(Path(opts.output), write)
     return report
+
+
+def _report(host, opts, refs, arrays, held, loss, steps, trainable, speaker_vector) -> dict[str, Any]:
+    """clone.json's fields, one spelling for every variant; ``wall_seconds`` is set at the end."""
+    base = sum(p.numel() for p in host.model.parameters())
+    return {
+        "name": opts.name,
+        "base_model": getattr(host.config, "_name_or_path", None),
+        "references": len(refs),
+        "reference_seconds": round(sum(len(a) for a in arrays) / host.sampling_rate, 2),
+        "held_out": held,
+        "held_out_loss": loss,
+        "steps": steps,
+        "trainable_parameters": trainable,
+        "base_parameters": base,
+        "fraction_of_base": round(trainable / base, 5),
+        "variant": opts.variant,
+        "speaker_vector": speaker_vector,
+        "wall_seconds": 0.0,
+    }
 
 
 def load_speaker(host: VitsHost, folder: str | Path) -> torch.Tensor | None:
