@@ -32,15 +32,20 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import nn
 
 HERE = Path(__file__).resolve().parent
+# `python bench/kernels.py` puts bench/ first on the path, where this file would shadow the hub's
+# `kernels` package that transformers probes for: take it off before transformers is imported
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent))
 
 from speechpeft import kernels  # noqa: E402
@@ -51,7 +56,7 @@ TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 CONFIGS = {
     "small": ("whisper-small", 768, 12, 12, 3072, 80, 32, (1, 8, 32), 3000),
     "large": ("whisper-large-v3 (16 adapters)", 1280, 32, 20, 5120, 128, 16, (16,), 3000),
-    "tiny": ("tiny", 32, 1, 2, 64, 80, 4, (1, 4), 40),
+    "tiny": ("tiny", 32, 1, 2, 64, 80, 4, (1, 4), 80),  # 40 encoder frames: past one interpreter tile
 }
 PEAK_GBPS = 4800.0  # H200 HBM3e
 CACHED = 8  # decoder tokens already in the cache before the timed step
@@ -148,7 +153,10 @@ def fresh(key: str, part: str, device: str, dtype: torch.dtype, state: dict) -> 
     from transformers.models.whisper.modeling_whisper import WhisperDecoder, WhisperEncoder
 
     cls = WhisperEncoder if part == "encoder" else WhisperDecoder
-    model = cls(whisper_config(key))
+    with torch.device(device):  # initialised where it runs: a large-v3 encoder's CPU init takes seconds
+        model = cls(whisper_config(key))
+    if device == "meta":  # shapes only
+        return model
     model.load_state_dict(state)
     return model.to(device, dtype).eval()
 
@@ -175,6 +183,11 @@ def engines(key, part, device, dtype, weights, ids, rank, state) -> dict:
         out["speechpeft fused (LoRA)"] = (lora, {}, fused)
         out["speechpeft unfused pair (LoRA)"] = (lora, {}, unfused)
         out["speechpeft fused (S2-LoRA, shared basis)"] = (s2, {}, fused)
+        if part == "encoder":  # long inputs: the default folds the shrink into the K-loop; this is the other way
+            separate = SimpleNamespace(batched_lora=functools.partial(fused.batched_lora, fold=False),
+                                       batched_s2lora=functools.partial(fused.batched_s2lora, fold=False))  # fmt: skip
+            out["speechpeft fused, separate shrink (LoRA)"] = (lora, {}, separate)
+            out["speechpeft fused, separate shrink (S2-LoRA)"] = (s2, {}, separate)
     naive = fresh(key, part, device, dtype, state)
     add_naive(naive, weights, ids)
     out["naive gather+bmm"] = (naive, {}, None)
@@ -249,15 +262,23 @@ def sync(device):
 def measure(key, part, n, device, dtype, rank, repeats, g, state) -> list[dict]:
     label, *_, batch, _, frames = CONFIGS[key]
     ids = (torch.arange(batch) % n).to(device)
-    weights = make_adapters(fresh(key, part, "cpu", torch.float32, state), n, rank, g)
+    weights = make_adapters(fresh(key, part, "meta", torch.float32, state), n, rank, g)
     table = engines(key, part, device, dtype, weights, ids, rank, state)
     if part == "encoder":
         x = torch.randn(batch, CONFIGS[key][5], frames, generator=g).to(device, dtype)
         run = lambda model, extra: model(x, **extra).last_hidden_state  # noqa: E731
     else:
         run = Step(key, device, dtype, batch, g)
-    outputs = {name: call(lambda m=m, e=e: run(m, e), impl) for name, (m, e, impl) in table.items()}
-    verdicts = check(outputs, dtype)
+    outputs, failed = {}, {}
+    for name, (m, e, impl) in table.items():
+        try:
+            outputs[name] = call(lambda m=m, e=e: run(m, e), impl)
+        except Exception as exc:  # an engine that does not run (a kernel that fails to compile) is reported
+            if name in ("bare", "reference (LoRA)", "reference (S2-LoRA)"):
+                raise
+            failed[name] = f"FAILED: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+            print(f"  {name}: {failed[name]}", flush=True)
+    verdicts = {**check(outputs, dtype), **failed}
     timed = [name for name in table if not name.startswith("reference") and not verdicts.get(name)]
     times = {name: [] for name in timed}
     for name in timed:  # warm-up (and autotuning) outside the timings
@@ -379,6 +400,32 @@ def render(rows, gemm, args, device_name, rank, dtype) -> str:
     return "\n".join(out) + "\n"
 
 
+def write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def tiles() -> str:
+    """The tiles the fused kernel's autotuner chose, per shape (what to look at when a row is slow)."""
+    try:
+        from speechpeft.kernels import triton_fused
+    except ImportError:
+        return ""
+    cache = getattr(triton_fused._fused_kernel, "cache", {})
+    if not cache:
+        return ""
+    out = ["", "## Tiles the fused kernel's autotuner chose", "",
+           "| M | d_in | d_out | r | T = 1 | shrink folded | shared A | tile (M x O x K), warps, stages |",
+           "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for key, cfg in sorted(cache.items(), key=str):
+        kw = cfg.kwargs
+        cells = " | ".join(str(k) for k in key[:7])
+        tile = f"{kw['BLOCK_M']} x {kw['BLOCK_O']} x {kw['BLOCK_K']}, {cfg.num_warps}, {cfg.num_stages}"
+        out.append(f"| {cells} | {tile} |")
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=sorted(CONFIGS), default="small")
@@ -399,15 +446,16 @@ def main(argv: list[str] | None = None) -> None:
     states = {part: cls(whisper_config(args.config)).state_dict()
               for part, cls in (("encoder", WhisperEncoder), ("decoder", WhisperDecoder))}  # fmt: skip
     rows = []
+    name = "CPU under TRITON_INTERPRET (toy sizes: numbers meaningless)" if tiny else torch.cuda.get_device_name()
     counts = CONFIGS[args.config][7]
     for part, n in [("encoder", n) for n in counts] + [("decoder", counts[-1])]:
         print(f"== {args.config} {part}, {n} adapters", flush=True)
         rows += measure(args.config, part, n, device, dtype, args.rank, args.repeats, g, states[part])
         for r in rows[-6:]:
             print(f"  {r['engine']:<42} {1000 * r.get('seconds', float('nan')):10.3f} ms", flush=True)
+        write(report, render(rows, [], args, name, args.rank, dtype) + tiles())  # a run cut short keeps its rows
     gemm = gemm_check(args.config, device, dtype, args.repeats, g) if device == "cuda" else []
-    name = "CPU under TRITON_INTERPRET (toy sizes: numbers meaningless)" if tiny else torch.cuda.get_device_name()
-    report.write_text(render(rows, gemm, args, name, args.rank, dtype), encoding="utf-8")
+    write(report, render(rows, gemm, args, name, args.rank, dtype) + tiles())
     print(f"wrote {report}")
 
 

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
 SPECIALS = [
@@ -78,6 +77,8 @@ TEXTS = ["你好", "早上好", "小猫", "下雨了", "我饿了", "谢谢你",
 
 def make_tiny_corpus(folder: Path, n: int = 8) -> dict[str, Path]:
     """``n`` utterances of two-tone audio (≤ 1.6 s), one manifest used for train, dev and test."""
+    import soundfile as sf  # here, not at the top: the GPU machine's image has no audio stack
+
     folder.mkdir(parents=True, exist_ok=True)
     rate = 16_000
     rows = []
@@ -179,6 +180,8 @@ CLONE_TEXTS = ["hello there", "a small cat", "it is raining", "i am hungry", "th
 
 def make_clone_references(folder: Path, n: int = 20, rate: int = 16_000, pitch: float = 180) -> Path:
     """``n`` synthetic 'utterances' of one voice (harmonics of one ``pitch``) and a manifest."""
+    import soundfile as sf  # here, not at the top: the GPU machine's image has no audio stack
+
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(n):
@@ -250,6 +253,8 @@ def make_tiny_ctc_corpus(folder: Path, n: int = 8) -> dict[str, Path]:
     quiet): audio whose frames change with the text, so a CTC model can learn to read it. (The
     steady two-tone clips of ``make_tiny_corpus`` give every frame the same content, which only a
     model with absolute positions, such as Whisper, can turn into a sequence.)"""
+    import soundfile as sf  # here, not at the top: the GPU machine's image has no audio stack
+
     folder.mkdir(parents=True, exist_ok=True)
     rate = 16_000
     chars = sorted({c for t in TEXTS for c in t})

@@ -29,7 +29,7 @@ def generate(host, beams):
     rng = np.random.default_rng(0)
     arrays = [rng.standard_normal(16_000 * s).astype(np.float32) * 0.1 for s in (1, 2, 1, 2)]
     kwargs = dict(language="en", task="transcribe", num_beams=beams, do_sample=False, max_new_tokens=12)
-    return host.model.generate(input_features=host.features(arrays), **kwargs)
+    return host.model.generate(input_features=host.features(arrays).to(host.model.device), **kwargs)
 
 
 def rows(ids, i):
@@ -48,17 +48,22 @@ def adapters(tmp_path_factory, tiny_whisper_dir):
     return [a0, a1, a2, a3, a4, a5]
 
 
+# on a GPU machine the bank runs the fused Triton kernel (bench/gpu.sh runs the cuda cases there)
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("beams", [1, 2])
 @pytest.mark.parametrize("which", [[0, 1, 2], [2, 3]], ids=["lora+s2lora", "s2lora-shared-basis"])
-def test_mixed_batch_equals_separate_runs(tiny_whisper_dir, adapters, beams, which):
+def test_mixed_batch_equals_separate_runs(tiny_whisper_dir, adapters, beams, which, device):
     paths = [adapters[i] for i in which]
     separate = []
     for p in paths:
-        host = load_whisper(str(tiny_whisper_dir), device="cpu")
+        host = load_whisper(str(tiny_whisper_dir), device=device)
         load_adapter(host.model, p)
         separate.append(generate(host, beams))
-    bare = generate(load_whisper(str(tiny_whisper_dir), device="cpu"), beams)
-    host = load_whisper(str(tiny_whisper_dir), device="cpu")
+    bare = generate(load_whisper(str(tiny_whisper_dir), device=device), beams)
+    host = load_whisper(str(tiny_whisper_dir), device=device)
     load_bank(host.model, paths)
     assert all(layer.shared_basis for layer in bank_layers(host.model).values()) == (which == [2, 3])
     ids = [0, len(paths) - 1, -1, 1]  # row 2 runs bare

@@ -29,6 +29,8 @@ def test_kernel_bench_checks_then_times_every_engine_at_toy_size(tmp_path):
     _, text = run_bench(tmp_path)
     for engine in ENGINES:
         assert text.count(f"| {engine} |") == 3, engine  # encoder with 1 and 4 adapters, the decoder step
+    for engine in ("speechpeft fused, separate shrink (LoRA)", "speechpeft fused, separate shrink (S2-LoRA)"):
+        assert text.count(f"| {engine} |") == 2, engine  # the encoder rows: a decode step never folds
     assert "not timed" not in text and "numbers meaningless" in text
     assert text.count("| decoder step (8 cached tokens) |") == len(ENGINES)
 
@@ -42,3 +44,15 @@ def test_a_wrong_engine_is_reported_and_not_timed(tmp_path):
     assert len(wrong) == 3 and all("not timed: WRONG" in line for line in wrong), wrong
     others = [line for line in text.splitlines() if "| speechpeft unfused pair (LoRA) |" in line]
     assert len(others) == 3 and not any("not timed" in line for line in others), others
+
+
+def test_an_engine_that_fails_to_run_is_reported_and_the_others_still_timed(tmp_path):
+    # the folded shrink made to raise (as a kernel that does not compile would): only its rows fail
+    broken = ("from speechpeft.kernels import triton_fused as f\n"
+              "def boom(*a, **k):\n    raise RuntimeError('no compile')\n"
+              "f.batched_s2lora = boom\n")  # fmt: skip
+    _, text = run_bench(tmp_path, broken)
+    failed = [line for line in text.splitlines() if "| speechpeft fused (S2-LoRA, shared basis) |" in line]
+    assert len(failed) == 3 and all("not timed: FAILED: RuntimeError: no compile" in line for line in failed), failed
+    separate = [line for line in text.splitlines() if "| speechpeft fused, separate shrink (LoRA) |" in line]
+    assert len(separate) == 2 and not any("not timed" in line for line in separate), separate  # encoder only

@@ -12,7 +12,7 @@ import itertools, torch
 from speechpeft.kernels import reference, triton_fused as tf
 from speechpeft.kernels import lora_coef, s2lora_coef
 g = torch.Generator().manual_seed(0)
-shapes = [(3, 40, 48, 72, 8), (5, 1, 40, 40, 64), (2, 33, 40, 24, 128)]  # B, T, d_in, d_out, r
+shapes = [(3, 40, 48, 72, 8), (3, 50, 40, 40, 64), (5, 1, 40, 40, 64), (2, 33, 40, 24, 128)]  # B, T, d_in, d_out, r
 for (bsz, t, d, o, r), dtype, mixed in itertools.product(
         shapes, (torch.float32, torch.float16, torch.bfloat16), (True, False)):
     x = torch.randn(bsz, t, d, generator=g).to(dtype)
@@ -32,6 +32,12 @@ for (bsz, t, d, o, r), dtype, mixed in itertools.product(
     torch.testing.assert_close(tf.batched_s2lora(x, w, bias, ids, a0, b0, lam, 0.7,
                                                  coef=s2lora_coef(lam, 0.7)), want, **tol)
     torch.testing.assert_close(tf.linear(x, w, bias), torch.nn.functional.linear(x, w, bias), **tol)
+    folds = tf._should_fold(t, r, None)
+    assert folds == (t >= 32 and r <= 64), (t, r)  # the interpreter's one tile is 32 rows
+    if folds:  # the separate shrink on the same long input, forced
+        torch.testing.assert_close(tf.batched_lora(x, w, bias, ids, a, b, scale, fold=False),
+                                   reference.batched_lora(x, w, bias, ids, a, b, scale), **tol)
+        torch.testing.assert_close(tf.batched_s2lora(x, w, bias, ids, a0, b0, lam, 0.7, fold=False), want, **tol)
     if not mixed:  # every id -1, told without a device sync: the epilogue and the shrink are skipped
         torch.testing.assert_close(tf.batched_lora(x, w, bias, ids, a, b, scale, any_adapter=False),
                                    torch.nn.functional.linear(x, w, bias), **tol)
@@ -42,7 +48,7 @@ for (bsz, t, d, o, r), dtype, mixed in itertools.product(
 def test_fused_kernel_matches_the_reference_in_the_interpreter():
     out = interpreted(FUSED_CHECK, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.count("fused ok") == 18, out.stdout
+    assert out.stdout.count("fused ok") == 24, out.stdout
 
 
 def test_cuda_tensors_dispatch_to_the_fused_kernel():
