@@ -10,7 +10,8 @@ v, out, fc1, fc2 of every layer:
 - the encoder of whisper-small with B=32 and 1, 8 and 32 distinct adapters spread over the
   batch; of whisper-large-v3 with B=16 and 16 adapters (labelled so);
 - engines: the bare encoder; speechpeft's fused kernel (the adapter in the base GEMM's epilogue,
-  the CUDA default); speechpeft's unfused pair (cuBLAS, then an expand that reads y again); the
+  the shrink folded into its K-loop or separate); speechpeft's unfused pair (cuBLAS, then an
+  expand that reads y again: the CUDA default, see speechpeft/kernels/__init__.py); the
   fused kernel with S2-LoRA (one shared basis, a λ row per adapter); naive gather + bmm; PEFT's
   mixed batch (``adapter_names``, ``autocast_adapter_dtype=False`` so its adapters stay bf16);
 - one real decoder step: every decoder layer, one token per utterance after 8 cached ones,
@@ -416,7 +417,7 @@ def tiles() -> str:
     if not cache:
         return ""
     out = ["", "## Tiles the fused kernel's autotuner chose", "",
-           "| M | d_in | d_out | r | T = 1 | shrink folded | shared A | tile (M x O x K), warps, stages |",
+           "| M (bit length) | d_in | d_out | r | T = 1 | shrink folded | shared A | tile (M x O x K), warps, stages |",
            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for key, cfg in sorted(cache.items(), key=str):
         kw = cfg.kwargs

@@ -1,10 +1,19 @@
 """Batched multi-adapter ops: each utterance of a batch may use its own adapter.
 
-``batched_lora`` and ``batched_s2lora`` run the fused Triton GEMM (``triton_fused``: the adapter
-added in the base GEMM's epilogue) on CUDA tensors and the pure-torch reference everywhere else
-(no warning: CPU is a supported path, not a fallback to complain about). ``triton_lora`` holds the
-shrink the fused kernel uses and the older unfused pair (cuBLAS GEMM, then an expand that reads y
-again), kept as a benchmark row. Triton is imported only when a CUDA tensor arrives.
+On CUDA tensors ``batched_lora`` and ``batched_s2lora`` run the engine ``CUDA_DEFAULT`` names, and
+the pure-torch reference everywhere else (no warning: CPU is a supported path, not a fallback to
+complain about). Two Triton engines exist:
+
+- ``triton_lora``, the unfused pair: cuBLAS for the base GEMM, a shrink h = x·A_idᵀ, then an
+  expand that reads y again and adds (h ⊙ c[id])·B_idᵀ;
+- ``triton_fused``: one Triton GEMM per adapted linear with the adapter in its epilogue (y stored
+  once, the shrink optionally folded into the K-loop).
+
+The default is the unfused pair because it measured faster (bench/kernels.md, H200, 2026-12-04):
+the fused kernel's own GEMM runs 1.5-1.9x slower than cuBLAS on Whisper's shapes, which costs more
+than the y round trip it saves (whisper-small B=32, 32 adapters: 1.185x the bare encoder against
+1.244x). When the fused GEMM reaches cuBLAS, flip ``CUDA_DEFAULT``. Triton is imported only when a
+CUDA tensor arrives.
 """
 
 from __future__ import annotations
@@ -21,13 +30,17 @@ from . import reference
 _FORCED: list[ModuleType] = []  # benchmarks and tests pin one implementation for every device
 
 
+CUDA_DEFAULT = "triton_lora"  # or "triton_fused"; see the module docstring for the measurement
+
+
 @functools.lru_cache(maxsize=1)
 def _triton():
+    import importlib
+
     try:
-        from . import triton_fused
+        return importlib.import_module(f"{__name__}.{CUDA_DEFAULT}")
     except ImportError:  # no triton on this machine: the reference serves CUDA too
         return None
-    return triton_fused
 
 
 @contextlib.contextmanager

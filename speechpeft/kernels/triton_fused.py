@@ -47,17 +47,19 @@ def _configs() -> list[triton.Config]:
             for m, o, k, w, s in shapes]  # fmt: skip
 
 
-@triton.autotune(configs=_configs(), key=["M", "D_IN", "D_OUT", "R", "T_ONE", "FOLD", "SHARED_A"])
+@triton.autotune(configs=_configs(), key=["M_BUCKET", "D_IN", "D_OUT", "R", "T_ONE", "FOLD", "SHARED_A"])
 @triton.jit
 def _fused_kernel(
     x_ptr, w_ptr, bias_ptr, h_ptr, a_ptr, b_ptr, c_ptr, ids_ptr, y_ptr,
-    M, T, D_IN, D_OUT, R, N,
+    M, M_BUCKET, T, D_IN, D_OUT, R, N,
     sxm, sxd, swo, swd, shm, shr, san, sar, sad, sbn, sbo, sbr, scn, scr, sym, syo,
     T_ONE: tl.constexpr, HAS_BIAS: tl.constexpr, ADAPTERS: tl.constexpr, FOLD: tl.constexpr,
     SHARED_A: tl.constexpr, CAST_F32: tl.constexpr, PRECISION: tl.constexpr, BLOCK_R: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
-    # T_ONE only keys the autotuner (decode steps and long inputs want different tiles).
+    # M_BUCKET and T_ONE only key the autotuner (decode steps and long inputs want different
+    # tiles; M by its power of two, so a decode whose batch shrinks row by row is not re-tuned at
+    # every size).
     # One program per (row tile, output tile), the output tiles of a row tile adjacent in launch
     # order: the x rows are read from HBM once and reused from L2 by every output tile, while W
     # (a few MB) stays in L2 throughout.
@@ -169,7 +171,7 @@ def _launch(x, weight, bias, ids, h, a, a_stride_n, b, b_stride_n, coef, n_adapt
     block_r = max(16, triton.next_power_of_2(r)) if fold else max(16, min(64, triton.next_power_of_2(r)))
     _fused_kernel[grid](
         x2, weight, weight if bias is None else bias, h2, a, b, coef, ids, y2,
-        m, t, d_in, d_out, r, n_adapters,
+        m, m.bit_length(), t, d_in, d_out, r, n_adapters,
         *x2.stride(), *weight.stride(), *h2.stride(), a_stride_n, a.stride(-2), a.stride(-1),
         b_stride_n, b.stride(-2), b.stride(-1), *coef.stride(), *y2.stride(),
         T_ONE=t == 1, HAS_BIAS=bias is not None, ADAPTERS=adapters, FOLD=fold, SHARED_A=fold and a_stride_n == 0,
