@@ -117,7 +117,47 @@ def one(voice, variant, seconds, args, refs, held, held_audio, encoder, whisper,
     }  # fmt: skip
 
 
+def read_cache(args: argparse.Namespace) -> dict:
+    cache = {}
+    if args.cache.is_file():
+        for line in args.cache.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            if row.get("base", "runs/joe-completed") == args.base:  # rows of other bases are not this table's
+                cache[(row["voice"], row["variant"], row.get("budget_seconds", 0), row.get("steps"))] = row
+    return cache
+
+
+def rows_from_cache(args: argparse.Namespace) -> list[dict]:
+    """--render-only: the table from the cached rows alone (no model, no reference audio needed).
+    A voice's budgets are those its cached rows were run at; a variant with no row at one of them is
+    shown as not run. The instant variant appears only where a row exists (held-out voices)."""
+    cache = read_cache(args)
+    rank = {"real vs real": -2, "resynthesis": -1, **{name: i for i, name in enumerate(ALL)}}
+    rows = []
+    for voice, _ in args.voices:
+        mine = {k: r for k, r in cache.items() if k[0] == voice}
+        rows += [mine[k] for k in ((voice, f, 0, None) for f in ("real vs real", "resynthesis")) if k in mine]
+        budgets = sorted({k[2] for k in mine if k[2] and k[2] in args.seconds})
+        for variant in args.variants:
+            if variant == "unadapted":
+                wanted = [(voice, variant, 0, None)]
+            elif variant == "instant":
+                wanted = [k for k in mine if k[1] == "instant" and k[2] in args.seconds]
+            else:
+                wanted = [(voice, variant, b, args.steps) for b in budgets]
+            for key in wanted:
+                rows.append(
+                    mine.get(key, {"voice": voice, "variant": variant, "budget_seconds": key[2], "missing": True})
+                )
+    rows.sort(
+        key=lambda r: ([v for v, _ in args.voices].index(r["voice"]), rank[r["variant"]], r.get("budget_seconds", 0))
+    )
+    return rows
+
+
 def run(args: argparse.Namespace) -> list[dict]:
+    if args.render_only:
+        return rows_from_cache(args)
     encoder = load_speaker_encoder(args.verifier)
     whisper = load_whisper(args.whisper, device="cpu")
     multi = load_vits(args.base).config.num_speakers > 1
@@ -125,12 +165,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     trained_on = set(describe(Path(args.instant_base))["voices"]) if args.instant_base else set()
     if not args.instant_base:
         variants = [v for v in variants if v != "instant"]
-    cache = {}
-    if args.cache.is_file():
-        for line in args.cache.read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
-            if row.get("base", "runs/joe-completed") == args.base:  # rows of other bases are not this table's
-                cache[(row["voice"], row["variant"], row.get("budget_seconds", 0), row.get("steps"))] = row
+    cache = read_cache(args)
     data, jobs = {}, []
     for voice, (refs_path, held_path) in args.voices:
         refs = read_manifest(refs_path, require_duration=False)
@@ -153,7 +188,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         for voice, variant, seconds in jobs:
             key = (voice, variant, seconds, None if variant in ("unadapted", "instant") else args.steps)
-            if key not in cache and not args.render_only:
+            if key not in cache:
                 started = time.time()
                 r = one(voice, variant, seconds, args, *data[voice], encoder, whisper, tmp)
                 r["steps"], r["base"] = key[3], args.base
@@ -191,6 +226,15 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
         f"{args.steps} steps per clone, speaker similarity by `{verifier}` (resemblyzer GE2E: cosine of each "
         f"synthesized held-out sentence to the target's held-out real audio, mean with a 95 % bootstrap CI), "
         f"WER by `{args.whisper}` on the same sentences. CPU: this machine's cores, fp32.",
+        *(
+            [
+                f"Rendered with `--render-only` from the cached rows in `{args.cache.name}`: they come from several "
+                "runs of the script on this base, with the same steps and seeds.",
+                "",
+            ]
+            if args.render_only
+            else []
+        ),  # fmt: skip
         *([f"**{args.label}**", ""] if args.label else [""]),
         "| voice | variant | reference s | similarity [95 % CI] | WER | trainable params (% of base) | bytes | "
         "train s |",
@@ -224,7 +268,7 @@ def plot(rows: list[dict], path: Path, label: str) -> None:
     voices = list(dict.fromkeys(r["voice"] for r in rows))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     colours = dict(zip(voices, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
-    marks = {"instant": "x", "embedding": "s", "usat": "o", "usat-decoder": "^", "full": "D"}
+    marks = {"instant": "x", "embedding": "s", "usat": "o", "usat-decoder": "^", "usat-posterior": "v", "full": "D"}
     for voice in voices:
         mine = [r for r in rows if r["voice"] == voice]
         for r in mine:
