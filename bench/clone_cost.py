@@ -129,15 +129,16 @@ def read_cache(args: argparse.Namespace) -> dict:
 
 def rows_from_cache(args: argparse.Namespace) -> list[dict]:
     """--render-only: the table from the cached rows alone (no model, no reference audio needed).
-    A voice's budgets are those its cached rows were run at; a variant with no row at one of them is
-    shown as not run. The instant variant appears only where a row exists (held-out voices)."""
+    A voice's budgets are those its cached rows were run at (all of --seconds when it has none); a
+    variant with no row at one of them is shown as not run. The instant variant appears only where
+    a row exists (held-out voices)."""
     cache = read_cache(args)
     rank = {"real vs real": -2, "resynthesis": -1, **{name: i for i, name in enumerate(ALL)}}
     rows = []
     for voice, _ in args.voices:
         mine = {k: r for k, r in cache.items() if k[0] == voice}
         rows += [mine[k] for k in ((voice, f, 0, None) for f in ("real vs real", "resynthesis")) if k in mine]
-        budgets = sorted({k[2] for k in mine if k[2] and k[2] in args.seconds})
+        budgets = sorted({k[2] for k in mine if k[2] and k[2] in args.seconds}) or sorted(args.seconds)
         for variant in args.variants:
             if variant == "unadapted":
                 wanted = [(voice, variant, 0, None)]
@@ -218,7 +219,7 @@ def _ci(r: dict) -> str:
 
 
 def render(rows: list[dict], args: argparse.Namespace) -> str:
-    verifier = next((r["verifier"] for r in rows), "?")
+    verifier = next((r["verifier"] for r in rows if "verifier" in r), "?")
     lines = [
         "# Few-shot speaker cloning: similarity, intelligibility and cost per target voice",
         "",

@@ -39,10 +39,13 @@ def test_cost_script_writes_a_row_per_variant_and_budget_and_a_plot(tmp_path, ti
     cached = report.with_suffix(".jsonl").read_text().splitlines()
     clone_cost.main(argv)  # a rerun resumes from the cache: no row is computed twice
     assert report.with_suffix(".jsonl").read_text().splitlines() == cached and report.read_text() == text
-    other = shutil.copytree(base, tmp_path / "other")  # another base: none of the cached clones is its
+    clone_cost.main([*argv, "--render-only"])  # the same table from the cache alone
+    assert [r for r in report.read_text().splitlines() if r.startswith("| target")] == rows
+    assert "Rendered with `--render-only`" in report.read_text()
+    other = shutil.copytree(base, tmp_path / "other")  # another base: none of the cached rows is its
     clone_cost.main([*argv[:1], str(other), *argv[2:], "--render-only"])
-    rows = [line for line in report.read_text().splitlines() if line.startswith("| target")]
-    assert len(rows) == 9 and all(" | not run | " in r for r in rows[2:])
+    others = [line for line in report.read_text().splitlines() if line.startswith("| target")]
+    assert len(others) == 7 and all(" | not run | " in r for r in others)  # unadapted, then 3 variants x 2 budgets
 
 
 def test_full_variant_saves_modules_and_synthesize_loads_them(tmp_path):
