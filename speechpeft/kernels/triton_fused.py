@@ -48,6 +48,7 @@ def _configs() -> list[triton.Config]:
 
 
 @triton.autotune(configs=_configs(), key=["M_BUCKET", "D_IN", "D_OUT", "R", "T_ONE", "FOLD", "SHARED_A"])
+@triton.heuristics({"EVEN_K": lambda args: args["D_IN"] % args["BLOCK_K"] == 0})
 @triton.jit
 def _fused_kernel(
     x_ptr, w_ptr, bias_ptr, h_ptr, a_ptr, b_ptr, c_ptr, ids_ptr, y_ptr,
@@ -55,7 +56,7 @@ def _fused_kernel(
     sxm, sxd, swo, swd, shm, shr, san, sar, sad, sbn, sbo, sbr, scn, scr, sym, syo,
     T_ONE: tl.constexpr, HAS_BIAS: tl.constexpr, ADAPTERS: tl.constexpr, FOLD: tl.constexpr,
     SHARED_A: tl.constexpr, CAST_F32: tl.constexpr, PRECISION: tl.constexpr, BLOCK_R: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
 ):  # fmt: skip
     # M_BUCKET and T_ONE only key the autotuner (decode steps and long inputs want different
     # tiles; M by its power of two, so a decode whose batch shrinks row by row is not re-tuned at
@@ -86,29 +87,41 @@ def _fused_kernel(
             any0 = ok0 | ok1
         h0 = tl.zeros((BLOCK_M, BLOCK_R), dtype=tl.float32)
         h1 = tl.zeros((BLOCK_M, BLOCK_R), dtype=tl.float32)
+    # The loads read rows and columns wrapped into range (out-of-range rows compute values the
+    # store's mask drops), so the K-loop's loads are unmasked when BLOCK_K divides d_in; pointers
+    # advance by one K tile per step.
+    offs_k = tl.arange(0, BLOCK_K)
+    x_ptrs = x_ptr + (offs_m % M)[:, None] * sxm + offs_k[None, :] * sxd
+    w_ptrs = w_ptr + (offs_o % D_OUT)[None, :] * swo + offs_k[:, None] * swd  # (BLOCK_K, BLOCK_O): Wᵀ tile
+    if FOLD:
+        a0_ptrs = a_ptr + n0 * san + offs_r[None, :] * sar + offs_k[:, None] * sad  # (BLOCK_K, BLOCK_R): Aᵀ tile
+        a1_ptrs = a_ptr + n1 * san + offs_r[None, :] * sar + offs_k[:, None] * sad
     for k0 in range(0, D_IN, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        in_k = offs_k < D_IN
-        xt = tl.load(x_ptr + offs_m[:, None] * sxm + offs_k[None, :] * sxd,
-                     mask=in_m[:, None] & in_k[None, :], other=0.0)  # fmt: skip
-        wt = tl.load(w_ptr + offs_o[None, :] * swo + offs_k[:, None] * swd,
-                     mask=in_o[None, :] & in_k[:, None], other=0.0)  # (BLOCK_K, BLOCK_O): Wᵀ tile  # fmt: skip
+        if EVEN_K:
+            xt = tl.load(x_ptrs)
+            wt = tl.load(w_ptrs)
+        else:
+            in_k = (k0 + offs_k) < D_IN
+            xt = tl.load(x_ptrs, mask=in_k[None, :], other=0.0)
+            wt = tl.load(w_ptrs, mask=in_k[:, None], other=0.0)
         if CAST_F32:
             xt, wt = xt.to(tl.float32), wt.to(tl.float32)
         acc += tl.dot(xt, wt, input_precision=PRECISION)
         if FOLD:
-            a_mask = in_k[:, None] & in_r[None, :]
-            at0 = tl.load(a_ptr + n0 * san + offs_r[None, :] * sar + offs_k[:, None] * sad,
-                          mask=a_mask & any0, other=0.0)  # (BLOCK_K, BLOCK_R): Aᵀ tile  # fmt: skip
+            a_mask = ((k0 + offs_k) < D_IN)[:, None] & in_r[None, :]
+            at0 = tl.load(a0_ptrs, mask=a_mask & any0, other=0.0)
             if CAST_F32:
                 at0 = at0.to(tl.float32)
             h0 += tl.dot(xt, at0, input_precision=PRECISION)
             if not SHARED_A:
-                at1 = tl.load(a_ptr + n1 * san + offs_r[None, :] * sar + offs_k[:, None] * sad,
-                              mask=a_mask & ok1, other=0.0)  # fmt: skip
+                at1 = tl.load(a1_ptrs, mask=a_mask & ok1, other=0.0)
                 if CAST_F32:
                     at1 = at1.to(tl.float32)
                 h1 += tl.dot(xt, at1, input_precision=PRECISION)
+            a0_ptrs += BLOCK_K * sad
+            a1_ptrs += BLOCK_K * sad
+        x_ptrs += BLOCK_K * sxd
+        w_ptrs += BLOCK_K * swd
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_o, mask=in_o, other=0.0).to(tl.float32)[None, :]
     if ADAPTERS:

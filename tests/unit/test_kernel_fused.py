@@ -12,7 +12,8 @@ import itertools, torch
 from speechpeft.kernels import reference, triton_fused as tf
 from speechpeft.kernels import lora_coef, s2lora_coef
 g = torch.Generator().manual_seed(0)
-shapes = [(3, 40, 48, 72, 8), (3, 50, 40, 40, 64), (5, 1, 40, 40, 64), (2, 33, 40, 24, 128)]  # B, T, d_in, d_out, r
+# B, T, d_in, d_out, r; d_in 64 is whole K tiles (unmasked loads), the others end in a part tile
+shapes = [(3, 40, 48, 72, 8), (3, 50, 64, 40, 64), (5, 1, 40, 40, 64), (2, 33, 40, 24, 128)]
 for (bsz, t, d, o, r), dtype, mixed in itertools.product(
         shapes, (torch.float32, torch.float16, torch.bfloat16), (True, False)):
     x = torch.randn(bsz, t, d, generator=g).to(dtype)
