@@ -1,4 +1,4 @@
-"""bench/kernels.py, meant for the GPU machine, runs end to end at toy size on CPU, its Triton
+"""bench/adapter_kernels.py, meant for the GPU machine, runs end to end at toy size on CPU, its Triton
 engines under TRITON_INTERPRET=1: every engine's output is checked against the reference before
 it is timed, and an engine that is wrong is reported, not timed."""
 
@@ -16,8 +16,9 @@ ENGINES = ("bare", "speechpeft fused (LoRA)", "speechpeft unfused pair (LoRA)",
 def run_bench(tmp_path, code: str = "") -> tuple[subprocess.CompletedProcess, str]:
     pytest.importorskip("triton")
     report = tmp_path / "k.md"
-    main = f"import sys; sys.argv = ['kernels.py', '--config', 'tiny', '--repeats', '1', '--report', {str(report)!r}]\n"
-    script = f"{code}\n{main}import runpy; runpy.run_path({str(ROOT / 'bench' / 'kernels.py')!r}, run_name='__main__')"
+    argv = ["adapter_kernels.py", "--config", "tiny", "--repeats", "1", "--report", str(report)]
+    path = str(ROOT / "bench" / "adapter_kernels.py")
+    script = f"{code}\nimport sys; sys.argv = {argv!r}\nimport runpy; runpy.run_path({path!r}, run_name='__main__')"
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=600)  # fmt: skip
@@ -56,3 +57,11 @@ def test_an_engine_that_fails_to_run_is_reported_and_the_others_still_timed(tmp_
     assert len(failed) == 3 and all("not timed: FAILED: RuntimeError: no compile" in line for line in failed), failed
     separate = [line for line in text.splitlines() if "| speechpeft fused, separate shrink (LoRA) |" in line]
     assert len(separate) == 2 and not any("not timed" in line for line in separate), separate  # encoder only
+
+
+def test_no_bench_script_shadows_a_package_transformers_imports():
+    # `python bench/X.py` puts bench/ first on the path; a bench/kernels.py once hid the hub's
+    # `kernels` package from transformers, and every bench script failed on import
+    code = "import transformers.activations, transformers.models.whisper.modeling_whisper"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT / "bench", capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]

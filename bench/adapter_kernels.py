@@ -1,8 +1,8 @@
 """Multi-adapter batches on Whisper: speechpeft's fused kernel vs its unfused pair, PEFT and naive bmm.
 
-    python bench/kernels.py --config small     # on the GPU machine (H200): writes bench/kernels.md
-    python bench/kernels.py --config large     # whisper-large-v3, 16 adapters (a separate run fits the budget)
-    TRITON_INTERPRET=1 python bench/kernels.py --config tiny --report /tmp/k.md   # CPU check, toy sizes
+    python bench/adapter_kernels.py --config small     # on the GPU machine (H200): writes bench/kernels.md
+    python bench/adapter_kernels.py --config large     # whisper-large-v3, 16 adapters (a separate run fits the budget)
+    TRITON_INTERPRET=1 python bench/adapter_kernels.py --config tiny --report /tmp/k.md   # CPU check, toy sizes
 
 What is timed, with random weights, 30 s windows (1500 encoder frames), bf16, LoRA r=16 on q, k,
 v, out, fc1, fc2 of every layer:
@@ -44,9 +44,6 @@ import torch
 from torch import nn
 
 HERE = Path(__file__).resolve().parent
-# `python bench/kernels.py` puts bench/ first on the path, where this file would shadow the hub's
-# `kernels` package that transformers probes for: take it off before transformers is imported
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent))
 
 from speechpeft import kernels  # noqa: E402
@@ -361,7 +358,8 @@ def render(rows, gemm, args, device_name, rank, dtype) -> str:
     out = [
         "# Multi-adapter batches on Whisper",
         "",
-        f"Made by `python bench/kernels.py --config {args.config}` on {dt.date.today().isoformat()}, {device_name}, "
+        f"Made by `python bench/adapter_kernels.py --config {args.config}` on {dt.date.today().isoformat()}, "
+        f"{device_name}, "
         f"torch {torch.__version__}, {str(dtype).replace('torch.', '')}, LoRA r={rank} on q/k/v/out/fc1/fc2, 30 s "
         f"windows, random weights; median of {args.repeats} interleaved calls (min-max). Every engine's output was "
         "checked against the pure-torch reference before it was timed.",
@@ -438,7 +436,9 @@ def main(argv: list[str] | None = None) -> None:
     tiny = args.config == "tiny"
     device = "cpu" if tiny else "cuda"
     if not tiny and not torch.cuda.is_available():
-        raise SystemExit("bench/kernels.py --config small|large needs a CUDA GPU; --config tiny checks it on CPU")
+        raise SystemExit(
+            "bench/adapter_kernels.py --config small|large needs a CUDA GPU; --config tiny checks it on CPU"
+        )
     dtype = torch.float32 if tiny else getattr(torch, args.dtype)
     report = args.report or HERE / ("kernels.md" if args.config == "small" else f"kernels_{args.config}.md")
     from transformers.models.whisper.modeling_whisper import WhisperDecoder, WhisperEncoder
