@@ -10,8 +10,9 @@ v, out, fc1, fc2 of every layer:
 - the encoder of whisper-small with B=32 and 1, 8 and 32 distinct adapters spread over the
   batch; of whisper-large-v3 with B=16 and 16 adapters (labelled so);
 - engines: the bare encoder; speechpeft's fused kernel (the adapter in the base GEMM's epilogue,
-  the shrink folded into its K-loop or separate); speechpeft's unfused pair (cuBLAS, then an
-  expand that reads y again: the CUDA default, see speechpeft/kernels/__init__.py); the
+  the shrink folded into its K-loop or separate: each kind's default, and on the encoder the
+  other way too); speechpeft's unfused pair (cuBLAS, then an expand that reads y again: the CUDA
+  default, see speechpeft/kernels/__init__.py); the
   fused kernel with S2-LoRA (one shared basis, a λ row per adapter); naive gather + bmm; PEFT's
   mixed batch (``adapter_names``, ``autocast_adapter_dtype=False`` so its adapters stay bf16);
 - one real decoder step: every decoder layer, one token per utterance after 8 cached ones,
@@ -181,11 +182,13 @@ def engines(key, part, device, dtype, weights, ids, rank, state) -> dict:
         out["speechpeft fused (LoRA)"] = (lora, {}, fused)
         out["speechpeft unfused pair (LoRA)"] = (lora, {}, unfused)
         out["speechpeft fused (S2-LoRA, shared basis)"] = (s2, {}, fused)
-        if part == "encoder":  # long inputs: the default folds the shrink into the K-loop; this is the other way
-            separate = SimpleNamespace(batched_lora=functools.partial(fused.batched_lora, fold=False),
-                                       batched_s2lora=functools.partial(fused.batched_s2lora, fold=False))  # fmt: skip
-            out["speechpeft fused, separate shrink (LoRA)"] = (lora, {}, separate)
-            out["speechpeft fused, separate shrink (S2-LoRA)"] = (s2, {}, separate)
+        if part == "encoder":  # long inputs: each kind's other shrink (the defaults: FOLD_LORA, FOLD_S2LORA)
+            lora_fn = functools.partial(fused.batched_lora, fold=not fused.FOLD_LORA)
+            s2_fn = functools.partial(fused.batched_s2lora, fold=not fused.FOLD_S2LORA)
+            other = SimpleNamespace(batched_lora=lora_fn, batched_s2lora=s2_fn)
+            way = {True: "shrink folded", False: "separate shrink"}
+            out[f"speechpeft fused, {way[not fused.FOLD_LORA]} (LoRA)"] = (lora, {}, other)
+            out[f"speechpeft fused, {way[not fused.FOLD_S2LORA]} (S2-LoRA)"] = (s2, {}, other)
     naive = fresh(key, part, device, dtype, state)
     add_naive(naive, weights, ids)
     out["naive gather+bmm"] = (naive, {}, None)

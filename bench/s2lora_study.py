@@ -88,11 +88,19 @@ ROUNDS: dict[int, list[tuple[str, str, list[str]]]] = {
     ],
     # Round 4, from the recipe as it ships: the test gap is an unseen-voice gap (t2), and every
     # adapter that fits the training voices closely (AdaLoRA, the full fine-tune) loses there too.
-    # Does regularising the adapter, or halving its basis, generalise better to dev's other-family
-    # voices (d2, d3)?
+    # Does regularising the adapter, halving its basis, a higher learning rate or adding fc1/fc2
+    # generalise better to dev's other-family voices (d2, d3)? And a second seed of the recipe
+    # says how far apart two screens of one setting land, the scale for every difference here.
     4: [
         ("r4-drop0.1", "dropout 0.1 on the basis' input (as LoRA's dropout)", ["adapter.dropout=0.1"]),
         ("r4-r16", "rank 16 (half the basis, ~half the parameters)", ["adapter.rank=16", "adapter.alpha=16"]),
+        ("r4-seed1", "the recipe with another seed: how far apart two screens of one setting land", ["train.seed=1"]),
+        ("r4-lr5e-3", "learning rate 5e-3 (basis; λ still x10)", ["train.lr=5e-3"]),
+        (
+            "r4-alllin5",
+            "fc1/fc2 too (all_linear), r=5 to stay in budget",
+            ["adapter.targets=all_linear", "adapter.rank=5", "adapter.alpha=5"],
+        ),
     ],
 }
 

@@ -8,8 +8,10 @@ adapter's expand is the GEMM's epilogue, so y leaves the chip once.
   utterances. The epilogue walks the utterances its rows belong to (one when T ≥ BLOCK_M, up to
   BLOCK_M in a decode step where T = 1) and adds each one's expand under a row mask, so W is read
   once per row tile whatever the adapters, and a decode step does not re-read W per utterance.
-- h = x·Aᵀ (rank r, fp32) comes from ``triton_lora``'s shrink, once per input: for S2-LoRA, A is
-  shared, so the whole batch shares one shrink and B is one shared (stride-0) matrix.
+- h = x·Aᵀ (rank r, fp32) is computed in the K-loop from the x tiles already loaded (``fold``;
+  T ≥ BLOCK_M, so a tile holds two utterances at most), or by ``triton_lora``'s shrink, once per
+  input (decode steps, r > 64, and LoRA by default: see ``FOLD_LORA``). For S2-LoRA, A is shared,
+  so the whole batch shares one shrink and B is one shared (stride-0) matrix.
 - c is a per-adapter coefficient row (LoRA: its scale; S2-LoRA: λ·scale), precomputed by the bank
   (``lora_coef``, ``s2lora_coef``).
 - Half-precision inputs multiply on the tensor cores with fp32 accumulation; fp32 inputs multiply
@@ -29,7 +31,12 @@ from . import lora_coef, s2lora_coef
 from .triton_lora import _check, _precision, _shrink
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-FOLD_SHRINK = True  # the default for long inputs; the benchmark times both
+# Whether long inputs fold the shrink into the K-loop by default, per kind. On the H200
+# (bench/kernels.md, whisper-small B=32, 32 adapters) folding made per-utterance LoRA slower (two
+# A tiles per K step: 1.244x the bare encoder against 1.196x) and S2-LoRA's one shared A faster
+# (1.194x against 1.205x).
+FOLD_LORA = False
+FOLD_S2LORA = True
 
 
 def _configs() -> list[triton.Config]:
@@ -193,9 +200,9 @@ def _launch(x, weight, bias, ids, h, a, a_stride_n, b, b_stride_n, coef, n_adapt
     return y
 
 
-def _should_fold(t: int, r: int, fold: bool | None) -> bool:
+def _should_fold(t: int, r: int, fold: bool | None, shared: bool) -> bool:
     if fold is None:
-        return FOLD_SHRINK and t >= _fold_min_t() and r <= 64
+        return (FOLD_S2LORA if shared else FOLD_LORA) and t >= _fold_min_t() and r <= 64
     if fold and not (t >= _fold_min_t() and r <= 64):
         raise ValueError(f"the shrink folds only for T >= {_fold_min_t()} and r <= 64, got T={t}, r={r}")
     return fold
@@ -204,7 +211,7 @@ def _should_fold(t: int, r: int, fold: bool | None) -> bool:
 def batched_lora(x, weight, bias, ids, lora_a, lora_b, scale, coef=None, any_adapter=True, fold=None):
     """Same contract as ``reference.batched_lora``; ``coef`` is ``lora_coef(scale, r)`` when the
     caller has it, and ``any_adapter=False`` (every id -1, known without a device sync) skips the
-    shrink and the epilogue. ``fold`` (default: when T and r allow, see ``FOLD_SHRINK``) computes
+    shrink and the epilogue. ``fold`` (default ``FOLD_LORA``, when T and r allow) computes
     h = x·A_idᵀ inside the GEMM's K-loop instead of in a separate shrink that reads x again."""
     n, r, d_in = lora_a.shape
     _check(x, ids, d_in)
@@ -213,7 +220,7 @@ def batched_lora(x, weight, bias, ids, lora_a, lora_b, scale, coef=None, any_ada
     if not any_adapter:
         return _launch(x, weight, bias, ids, None, None, 0, None, 0, None, n, False)
     coef = lora_coef(scale, r) if coef is None else coef
-    if _should_fold(x.shape[1], r, fold):
+    if _should_fold(x.shape[1], r, fold, shared=False):
         return _launch(x, weight, bias, ids, None, lora_a, lora_a.stride(0), lora_b, lora_b.stride(0), coef, n, True)
     h = _shrink(x, lora_a, lora_a.stride(0), ids, n)
     return _launch(x, weight, bias, ids, h, None, 0, lora_b, lora_b.stride(0), coef, n, False)
@@ -232,7 +239,7 @@ def batched_s2lora(x, weight, bias, ids, basis_a, basis_b, lam, scale, coef=None
     if not any_adapter:
         return _launch(x, weight, bias, ids, None, None, 0, None, 0, None, n, False)
     coef = s2lora_coef(lam, scale) if coef is None else coef
-    if _should_fold(x.shape[1], r, fold):
+    if _should_fold(x.shape[1], r, fold, shared=True):
         return _launch(x, weight, bias, ids, None, basis_a, 0, basis_b, 0, coef, n, True)
     shared = torch.where(ids >= 0, 0, -1)  # the shrink only asks "has an adapter"; row 0 of a stride-0 A
     h = _shrink(x, basis_a, 0, shared, 1)

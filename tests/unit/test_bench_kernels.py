@@ -30,7 +30,7 @@ def test_kernel_bench_checks_then_times_every_engine_at_toy_size(tmp_path):
     _, text = run_bench(tmp_path)
     for engine in ENGINES:
         assert text.count(f"| {engine} |") == 3, engine  # encoder with 1 and 4 adapters, the decoder step
-    for engine in ("speechpeft fused, separate shrink (LoRA)", "speechpeft fused, separate shrink (S2-LoRA)"):
+    for engine in ("speechpeft fused, shrink folded (LoRA)", "speechpeft fused, separate shrink (S2-LoRA)"):
         assert text.count(f"| {engine} |") == 2, engine  # the encoder rows: a decode step never folds
     assert "not timed" not in text and "numbers meaningless" in text
     assert text.count("| decoder step (8 cached tokens) |") == len(ENGINES)
@@ -55,7 +55,7 @@ def test_an_engine_that_fails_to_run_is_reported_and_the_others_still_timed(tmp_
     _, text = run_bench(tmp_path, broken)
     failed = [line for line in text.splitlines() if "| speechpeft fused (S2-LoRA, shared basis) |" in line]
     assert len(failed) == 3 and all("not timed: FAILED: RuntimeError: no compile" in line for line in failed), failed
-    separate = [line for line in text.splitlines() if "| speechpeft fused, separate shrink (LoRA) |" in line]
+    separate = [line for line in text.splitlines() if "| speechpeft fused, shrink folded (LoRA) |" in line]
     assert len(separate) == 2 and not any("not timed" in line for line in separate), separate  # encoder only
 
 

@@ -33,10 +33,10 @@ for (bsz, t, d, o, r), dtype, mixed in itertools.product(
     torch.testing.assert_close(tf.batched_s2lora(x, w, bias, ids, a0, b0, lam, 0.7,
                                                  coef=s2lora_coef(lam, 0.7)), want, **tol)
     torch.testing.assert_close(tf.linear(x, w, bias), torch.nn.functional.linear(x, w, bias), **tol)
-    folds = tf._should_fold(t, r, None)
-    assert folds == (t >= 32 and r <= 64), (t, r)  # the interpreter's one tile is 32 rows
-    if folds:  # the separate shrink on the same long input, forced
-        torch.testing.assert_close(tf.batched_lora(x, w, bias, ids, a, b, scale, fold=False),
+    foldable = t >= 32 and r <= 64  # the interpreter's one tile is 32 rows
+    assert tf._should_fold(t, r, None, shared=True) == foldable and not tf._should_fold(t, r, None, shared=False)
+    if foldable:  # the other shrink of each kind on the same long input, forced
+        torch.testing.assert_close(tf.batched_lora(x, w, bias, ids, a, b, scale, fold=True),
                                    reference.batched_lora(x, w, bias, ids, a, b, scale), **tol)
         torch.testing.assert_close(tf.batched_s2lora(x, w, bias, ids, a0, b0, lam, 0.7, fold=False), want, **tol)
     if not mixed:  # every id -1, told without a device sync: the epilogue and the shrink are skipped
