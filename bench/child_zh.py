@@ -74,10 +74,22 @@ class Row:
     is_recipe: bool = False  # its adapter is recipes/child_zh.yaml's (decided when the table is made)
 
 
+# Round 4's finalist (bench/s2lora_study.md): the same, on every linear of the blocks at rank 5
+S2LORA_ALL = [o for o in S2LORA if not o.startswith(("adapter.rank=", "adapter.alpha=", "adapter.targets="))] + [
+    "adapter.rank=5",
+    "adapter.alpha=5",
+    "adapter.targets=all_linear",
+]
+
+
 def rows(steps: int) -> list[Row]:
     return [
         Row("lora", "LoRA r=8, attn_qv", ["adapter.kind=lora", "adapter.rank=8", "adapter.alpha=16",
                                          "adapter.targets=attn_qv", "train.lr=2e-3"], why="the usual Whisper baseline"),
+        Row("s2lora-alllin5", "S2-LoRA r=5, all_linear, L1 0.9, kept only at >= 50 % λ zero",
+            [*S2LORA_ALL, "adapter.l1=0.9", "adapter.keep_min_zero=0.5"],
+            why="the design study's round-4 finalist: attention and fc1/fc2, one basis per shape at rank 5 "
+                "(31,200 parameters), chosen on dev"),
         Row("s2lora-l1-0.6", "S2-LoRA r=32, attn, L1 0.6", [*S2LORA, "adapter.l1=0.6"],
             why="the design study's finalist (bench/s2lora_study.md) with a weaker L1 after warm-up: denser"),
         Row("s2lora-l1-0.9", "S2-LoRA r=32, attn, L1 0.9", [*S2LORA, "adapter.l1=0.9"],
