@@ -33,7 +33,6 @@ stack).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import functools
 import statistics
 import sys
@@ -46,9 +45,11 @@ from torch import nn
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))  # its report module, also when run through runpy
 
 from speechpeft import kernels  # noqa: E402
 from speechpeft.adapters.bank import BankLinear, set_bank_ids  # noqa: E402
+from speechpeft.fs import atomic_write_text  # noqa: E402
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 # name: (d_model, layers, heads, ffn, mels, batch, adapter counts, frames)
@@ -57,7 +58,6 @@ CONFIGS = {
     "large": ("whisper-large-v3 (16 adapters)", 1280, 32, 20, 5120, 128, 16, (16,), 3000),
     "tiny": ("tiny", 32, 1, 2, 64, 80, 4, (1, 4), 80),  # 40 encoder frames: past one interpreter tile
 }
-PEAK_GBPS = 4800.0  # H200 HBM3e
 CACHED = 8  # decoder tokens already in the cache before the timed step
 
 
@@ -357,77 +357,6 @@ def gemm_check(key, device, dtype, repeats, g) -> list[dict]:
     return rows
 
 
-def render(rows, gemm, args, device_name, rank, dtype) -> str:
-    out = [
-        "# Multi-adapter batches on Whisper",
-        "",
-        f"Made by `python bench/adapter_kernels.py --config {args.config}` on {dt.date.today().isoformat()}, "
-        f"{device_name}, "
-        f"torch {torch.__version__}, {str(dtype).replace('torch.', '')}, LoRA r={rank} on q/k/v/out/fc1/fc2, 30 s "
-        f"windows, random weights; median of {args.repeats} interleaved calls (min-max). Every engine's output was "
-        "checked against the pure-torch reference before it was timed.",
-        "",
-        "| config | part | engine | adapters | time (ms) | spread (ms) | vs bare | vs PEFT | vs naive | adapter GB/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        same = [x for x in rows if x["group"] == r["group"] and "seconds" in x]  # one interleaved measurement
-        bare = next(x["seconds"] for x in same if x["engine"] == "bare")
-        if "seconds" not in r:
-            out.append(f"| {r['config']} | {r['part']} | {r['engine']} | {r['adapters']} | not timed: {r['wrong']} "
-                       "| | | | | |")  # fmt: skip
-            continue
-        peers = {e: next((x["seconds"] for x in same if x["engine"] == e), None)
-                 for e in ("PEFT adapter_names", "naive gather+bmm")}  # fmt: skip
-        vs = {e: f"{r['seconds'] / t:.2f}x" if t and r["adapters"] else "-" for e, t in peers.items()}
-        extra = r["seconds"] - bare
-        gbps = f"{r['bytes'] / extra / 1e9:,.1f}" if r["adapters"] and extra > 0 else "-"
-        out.append(
-            f"| {r['config']} | {r['part']} | {r['engine']} | {r['adapters']} | {1000 * r['seconds']:.3f} | "
-            f"{1000 * r['lo']:.3f}-{1000 * r['hi']:.3f} | {r['seconds'] / bare:.3f}x | {vs['PEFT adapter_names']} | "
-            f"{vs['naive gather+bmm']} | {gbps} |"
-        )
-    out += ["", "Adapter GB/s: the bytes the adapter work must move at least (x read for the shrink, h in fp32 "
-            "written and read, the adapters' A and B; S2-LoRA: one basis and λ rows), over (time - bare time). "
-            f"The H200 peaks at {PEAK_GBPS:,.0f} GB/s; a figure above that means the adapter work hides under the "
-            "base GEMM. Ratios below 1.00x are faster than the peer."]  # fmt: skip
-    if gemm:
-        out += ["", "## The fused kernel with no adapter against cuBLAS", "",
-                "| rows x d_in -> d_out | engine | time (ms) | spread (ms) | vs cuBLAS |",
-                "|---|---|---|---|---|"]  # fmt: skip
-        for r in gemm:
-            cublas = next(x["seconds"] for x in gemm if x["shape"] == r["shape"] and x["engine"].startswith("cuBLAS"))
-            out.append(f"| {r['shape']} | {r['engine']} | {1000 * r['seconds']:.3f} | {1000 * r['lo']:.3f}-"
-                       f"{1000 * r['hi']:.3f} | {r['seconds'] / cublas:.3f}x |")  # fmt: skip
-    return "\n".join(out) + "\n"
-
-
-def write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
-def tiles() -> str:
-    """The tiles the fused kernel's autotuner chose, per shape (what to look at when a row is slow)."""
-    try:
-        from speechpeft.kernels import triton_fused
-    except ImportError:
-        return ""
-    cache = getattr(triton_fused._fused_kernel, "cache", {})
-    if not cache:
-        return ""
-    out = ["", "## Tiles the fused kernel's autotuner chose", "",
-           "| M (bit length) | d_in | d_out | r | T = 1 | shrink folded | shared A | tile (M x O x K), warps, stages |",
-           "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for key, cfg in sorted(cache.items(), key=str):
-        kw = cfg.kwargs
-        cells = " | ".join(str(k) for k in key[:7])
-        tile = f"{kw['BLOCK_M']} x {kw['BLOCK_O']} x {kw['BLOCK_K']}, {cfg.num_warps}, {cfg.num_stages}"
-        out.append(f"| {cells} | {tile} |")
-    return "\n".join(out) + "\n"
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=sorted(CONFIGS), default="small")
@@ -444,6 +373,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     dtype = torch.float32 if tiny else getattr(torch, args.dtype)
     report = args.report or HERE / ("kernels.md" if args.config == "small" else f"kernels_{args.config}.md")
+    from adapter_kernels_report import render, tiles
     from transformers.models.whisper.modeling_whisper import WhisperDecoder, WhisperEncoder
 
     g = torch.Generator().manual_seed(0)
@@ -457,9 +387,10 @@ def main(argv: list[str] | None = None) -> None:
         rows += measure(args.config, part, n, device, dtype, args.rank, args.repeats, g, states[part])
         for r in rows[-6:]:
             print(f"  {r['engine']:<42} {1000 * r.get('seconds', float('nan')):10.3f} ms", flush=True)
-        write(report, render(rows, [], args, name, args.rank, dtype) + tiles())  # a run cut short keeps its rows
+        # written as it goes: a run cut short keeps its rows
+        atomic_write_text(report, render(rows, [], args, name, args.rank, dtype) + tiles())
     gemm = gemm_check(args.config, device, dtype, args.repeats, g) if device == "cuda" else []
-    write(report, render(rows, gemm, args, name, args.rank, dtype) + tiles())
+    atomic_write_text(report, render(rows, gemm, args, name, args.rank, dtype) + tiles())
     print(f"wrote {report}")
 
 
