@@ -54,6 +54,10 @@ def _configs() -> list[triton.Config]:
             for m, o, k, w, s in shapes]  # fmt: skip
 
 
+# the shortest utterance for which the shrink rides the K-loop: no row tile may span three
+FOLD_MIN_T = max(c.kwargs["BLOCK_M"] for c in _configs())
+
+
 @triton.autotune(configs=_configs(), key=["M_BUCKET", "D_IN", "D_OUT", "R", "T_ONE", "FOLD", "SHARED_A"])
 @triton.heuristics({"EVEN_K": lambda args: args["D_IN"] % args["BLOCK_K"] == 0})
 @triton.jit
@@ -167,11 +171,6 @@ def _add_expand(acc, h, n, ok, rows, offs_o, offs_r, in_o, in_r, b_ptr, c_ptr, s
     return acc + tl.dot(ht, bt, input_precision="ieee" if CAST_F32 else PRECISION)
 
 
-def _fold_min_t() -> int:
-    """The shortest utterance for which the shrink rides the K-loop: no row tile may span three."""
-    return max(c.kwargs["BLOCK_M"] for c in _configs())
-
-
 def _launch(x, weight, bias, ids, h, a, a_stride_n, b, b_stride_n, coef, n_adapters: int, fold: bool) -> torch.Tensor:
     """``fold``: h is None and the kernel computes it from ``a`` in its K-loop; else ``h`` (from the
     separate shrink) is read, or neither when no row has an adapter (``a`` and ``h`` both None)."""
@@ -202,9 +201,9 @@ def _launch(x, weight, bias, ids, h, a, a_stride_n, b, b_stride_n, coef, n_adapt
 
 def _should_fold(t: int, r: int, fold: bool | None, shared: bool) -> bool:
     if fold is None:
-        return (FOLD_S2LORA if shared else FOLD_LORA) and t >= _fold_min_t() and r <= 64
-    if fold and not (t >= _fold_min_t() and r <= 64):
-        raise ValueError(f"the shrink folds only for T >= {_fold_min_t()} and r <= 64, got T={t}, r={r}")
+        return (FOLD_S2LORA if shared else FOLD_LORA) and t >= FOLD_MIN_T and r <= 64
+    if fold and not (t >= FOLD_MIN_T and r <= 64):
+        raise ValueError(f"the shrink folds only for T >= {FOLD_MIN_T} and r <= 64, got T={t}, r={r}")
     return fold
 
 
